@@ -1,0 +1,234 @@
+//! AVX2 + FMA + F16C kernels.
+//!
+//! Accumulation: four 8-lane accumulators per 32-element chunk (elements 8k..8k+8 go
+//! to `acc[k]`), the last chunk zero-padded, reduced as `(a0 + a1) + (a2 + a3)` then a
+//! fixed horizontal sum. Quantized blocks are expanded in registers with the reference
+//! dequantizer's exact operations, so `dot_row(w, x)` equals
+//! `dot_f32(dequantize_row(w), x)` bit for bit.
+//!
+//! Safety: every function requires the `avx2`, `fma` and `f16c` CPU features (checked
+//! by `simd_level()` before dispatch) and equal-length, in-bounds inputs.
+
+use crate::dtype::DType;
+use crate::quant::{dequantize_block, f16_at, f32_at};
+use std::arch::x86_64::*;
+
+type Acc = [__m256; 4];
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn zero() -> Acc {
+    [_mm256_setzero_ps(); 4]
+}
+
+/// acc[k] += w[k] · x[8k..8k+8]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn fma4(w: [__m256; 4], x: *const f32, acc: &mut Acc) {
+    for k in 0..4 {
+        acc[k] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(x.add(8 * k)), acc[k]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn reduce(acc: Acc) -> f32 {
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_f32x32(p: *const f32) -> [__m256; 4] {
+    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let mut acc = zero();
+    let full = n / 32 * 32;
+    let mut i = 0;
+    while i < full {
+        fma4(load_f32x32(a.as_ptr().add(i)), b.as_ptr().add(i), &mut acc);
+        i += 32;
+    }
+    if full < n {
+        let (mut ta, mut tb) = ([0f32; 32], [0f32; 32]);
+        ta[..n - full].copy_from_slice(&a[full..]);
+        tb[..n - full].copy_from_slice(&b[full..n]);
+        fma4(load_f32x32(ta.as_ptr()), tb.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+/// 32 halves (f16 or bf16) at `p` as f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_half32<const BF16: bool>(p: *const u8) -> [__m256; 4] {
+    let mut w = [_mm256_setzero_ps(); 4];
+    for (k, wk) in w.iter_mut().enumerate() {
+        let h = _mm_loadu_si128(p.add(16 * k) as *const __m128i);
+        *wk = if BF16 {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        } else {
+            _mm256_cvtph_ps(h)
+        };
+    }
+    w
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_half<const BF16: bool>(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    let mut acc = zero();
+    let full = n / 32 * 32;
+    let mut i = 0;
+    while i < full {
+        fma4(load_half32::<BF16>(w.as_ptr().add(2 * i)), x.as_ptr().add(i), &mut acc);
+        i += 32;
+    }
+    if full < n {
+        let (mut tw, mut tx) = ([0u8; 64], [0f32; 32]);
+        tw[..2 * (n - full)].copy_from_slice(&w[2 * full..2 * n]);
+        tx[..n - full].copy_from_slice(&x[full..]);
+        fma4(load_half32::<BF16>(tw.as_ptr()), tx.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    let mut acc = zero();
+    let full = n / 32 * 32;
+    let mut i = 0;
+    while i < full {
+        fma4(load_f32x32(w.as_ptr().add(4 * i) as *const f32), x.as_ptr().add(i), &mut acc);
+        i += 32;
+    }
+    if full < n {
+        let (mut tw, mut tx) = ([0f32; 32], [0f32; 32]);
+        for (k, t) in tw[..n - full].iter_mut().enumerate() {
+            *t = f32_at(w, 4 * (full + k));
+        }
+        tx[..n - full].copy_from_slice(&x[full..]);
+        fma4(load_f32x32(tw.as_ptr()), tx.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+/// 8 consecutive bytes of a 16-byte vector (`HALF` 0 or 1) as i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn widen_u8<const HALF: i32>(v: __m128i) -> __m256i {
+    if HALF == 0 {
+        _mm256_cvtepu8_epi32(v)
+    } else {
+        _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))
+    }
+}
+
+/// The 32 nibbles of 16 bytes in element order (low nibbles 0..16, high 16..32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn nibbles(p: *const u8) -> [__m256i; 4] {
+    let v = _mm_loadu_si128(p as *const __m128i);
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(v, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+    [widen_u8::<0>(lo), widen_u8::<1>(lo), widen_u8::<0>(hi), widen_u8::<1>(hi)]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = zero();
+    for (b, xb) in w.chunks_exact(34).zip(x.chunks_exact(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        let mut wv = [_mm256_setzero_ps(); 4];
+        for (k, wk) in wv.iter_mut().enumerate() {
+            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(2 + 8 * k) as *const __m128i));
+            *wk = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+        }
+        fma4(wv, xb.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = zero();
+    let eight = _mm256_set1_epi32(8);
+    for (b, xb) in w.chunks_exact(18).zip(x.chunks_exact(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        let q = nibbles(b.as_ptr().add(2));
+        let mut wv = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            wv[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], eight)), d);
+        }
+        fma4(wv, xb.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = zero();
+    for (b, xb) in w.chunks_exact(20).zip(x.chunks_exact(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        let m = _mm256_set1_ps(f16_at(b, 2));
+        let q = nibbles(b.as_ptr().add(4));
+        let mut wv = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            wv[k] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q[k]), d), m);
+        }
+        fma4(wv, xb.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_blocks(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
+    let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
+    let mut buf = [0f32; 256];
+    let mut acc = zero();
+    for (b, xb) in w.chunks_exact(bb).zip(x.chunks_exact(bs)) {
+        dequantize_block(dtype, b, &mut buf[..bs]);
+        for j in (0..bs).step_by(32) {
+            fma4(load_f32x32(buf.as_ptr().add(j)), xb.as_ptr().add(j), &mut acc);
+        }
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_row(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
+    match dtype {
+        DType::F32 => dot_f32_bytes(w, x),
+        DType::F16 => dot_half::<false>(w, x),
+        DType::BF16 => dot_half::<true>(w, x),
+        DType::Q8_0 => dot_q8_0(w, x),
+        DType::Q4_0 => dot_q4_0(w, x),
+        DType::Q4_1 => dot_q4_1(w, x),
+        DType::Q5_0 | DType::Q4K | DType::Q6K => dot_blocks(dtype, w, x),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let py = y.as_mut_ptr().add(i);
+        _mm256_storeu_ps(py, _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py)));
+        i += 8;
+    }
+    while i < n {
+        y[i] = a.mul_add(x[i], y[i]);
+        i += 1;
+    }
+}

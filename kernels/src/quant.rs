@@ -1,0 +1,286 @@
+//! GGML block formats: the scalar reference dequantizers, and quantizers for the
+//! 32-element formats (used by tests and the converter).
+//!
+//! The dequantizers reproduce ggml's arithmetic operation by operation (same products,
+//! same order, f32), so an expanded weight equals the one llama.cpp, gguf-py and HF
+//! `transformers` see, bit for bit. The SIMD kernels expand weights with the same
+//! operations, so "dequantize then f32 dot" and a fused quantized dot give identical
+//! bits (this is what makes greedy output independent of batch size).
+
+use crate::dtype::DType;
+use half::{bf16, f16};
+
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+#[inline(always)]
+pub(crate) fn bf16_at(b: &[u8], i: usize) -> f32 {
+    bf16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+#[inline(always)]
+pub(crate) fn f32_at(b: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// Expands one block of `dtype` (`dtype.block_bytes()` bytes) into `out`
+/// (`dtype.block_size()` values).
+pub fn dequantize_block(dtype: DType, b: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => out[0] = f32_at(b, 0),
+        DType::F16 => out[0] = f16_at(b, 0),
+        DType::BF16 => out[0] = bf16_at(b, 0),
+        DType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for (o, &q) in out[..32].iter_mut().zip(&b[2..34]) {
+                *o = (q as i8) as f32 * d;
+            }
+        }
+        DType::Q4_0 => {
+            let d = f16_at(b, 0);
+            let qs = &b[2..18];
+            for j in 0..16 {
+                out[j] = ((qs[j] & 0x0F) as i32 - 8) as f32 * d;
+                out[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
+            }
+        }
+        DType::Q4_1 => {
+            let d = f16_at(b, 0);
+            let m = f16_at(b, 2);
+            let qs = &b[4..20];
+            for j in 0..16 {
+                out[j] = (qs[j] & 0x0F) as f32 * d + m;
+                out[j + 16] = (qs[j] >> 4) as f32 * d + m;
+            }
+        }
+        DType::Q5_0 => {
+            let d = f16_at(b, 0);
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let qs = &b[6..22];
+            for j in 0..16 {
+                let xh0 = (((qh >> j) << 4) & 0x10) as u8;
+                let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
+                let x0 = ((qs[j] & 0x0F) | xh0) as i32 - 16;
+                let x1 = ((qs[j] >> 4) | xh1) as i32 - 16;
+                out[j] = x0 as f32 * d;
+                out[j + 16] = x1 as f32 * d;
+            }
+        }
+        DType::Q4K => dequantize_q4k(b, out),
+        DType::Q6K => dequantize_q6k(b, out),
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` of a Q4_K block (ggml's `get_scale_min_k4`).
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn dequantize_q4k(b: &[u8], out: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    let mut q = &b[16..144];
+    let mut y = 0;
+    for is in (0..8).step_by(2) {
+        let (sc, m) = scale_min_k4(is, scales);
+        let (d1, m1) = (d * sc as f32, dmin * m as f32);
+        let (sc, m) = scale_min_k4(is + 1, scales);
+        let (d2, m2) = (d * sc as f32, dmin * m as f32);
+        for l in 0..32 {
+            out[y + l] = d1 * (q[l] & 0x0F) as f32 - m1;
+            out[y + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+        }
+        q = &q[32..];
+        y += 64;
+    }
+}
+
+fn dequantize_q6k(b: &[u8], out: &mut [f32]) {
+    let d = f16_at(b, 208);
+    let (mut ql, mut qh) = (&b[0..128], &b[128..192]);
+    let mut sc: &[u8] = &b[192..208];
+    for n in (0..256).step_by(128) {
+        let y = &mut out[n..n + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+        ql = &ql[64..];
+        qh = &qh[32..];
+        sc = &sc[8..];
+    }
+}
+
+/// Expands a whole row (`out.len()` elements) stored as `dtype`.
+///
+/// Panics if `row` is shorter than `out.len()` elements of `dtype`.
+pub fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
+    let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                *o = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        _ => {
+            for (o, b) in out.chunks_exact_mut(bs).zip(row.chunks_exact(bb)) {
+                dequantize_block(dtype, b, o);
+            }
+        }
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 values) with ggml's reference rounding for the
+/// 32-element formats. K-quants are not produced here (their search is not needed:
+/// keel reads them, llama.cpp writes them).
+pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
+    assert!(x.len() % 32 == 0, "quantize_row: length {} is not a multiple of 32", x.len());
+    let mut out = Vec::with_capacity(x.len() / 32 * dtype.block_bytes());
+    for blk in x.chunks_exact(32) {
+        match dtype {
+            DType::Q8_0 => {
+                let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                out.extend(blk.iter().map(|v| ((v * id).round() as i8) as u8));
+            }
+            DType::Q4_0 => {
+                // ggml: the value of largest magnitude maps to -8.
+                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                for j in 0..16 {
+                    let q0 = ((blk[j] * id + 8.5) as i32).min(15) as u8;
+                    let q1 = ((blk[j + 16] * id + 8.5) as i32).min(15) as u8;
+                    out.push(q0 | (q1 << 4));
+                }
+            }
+            DType::Q4_1 => {
+                let min = blk.iter().cloned().fold(f32::INFINITY, f32::min);
+                let max = blk.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                out.extend_from_slice(&f16::from_f32(min).to_bits().to_le_bytes());
+                for j in 0..16 {
+                    let q0 = (((blk[j] - min) * id + 0.5) as i32).min(15) as u8;
+                    let q1 = (((blk[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
+                    out.push(q0 | (q1 << 4));
+                }
+            }
+            DType::Q5_0 => {
+                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -16.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+                let mut qh = 0u32;
+                let mut qs = [0u8; 16];
+                for j in 0..16 {
+                    let x0 = ((blk[j] * id + 16.5) as i32).min(31) as u32;
+                    let x1 = ((blk[j + 16] * id + 16.5) as i32).min(31) as u32;
+                    qs[j] = ((x0 & 0x0F) | ((x1 & 0x0F) << 4)) as u8;
+                    qh |= ((x0 & 0x10) >> 4) << j;
+                    qh |= ((x1 & 0x10) >> 4) << (j + 16);
+                }
+                out.extend_from_slice(&qh.to_le_bytes());
+                out.extend_from_slice(&qs);
+            }
+            other => panic!("quantize_row: {other} is not a 32-element quantized format"),
+        }
+    }
+    out
+}
+
+/// Encodes f32 values as `dtype` for the float types (tests and converters).
+pub fn encode_float_row(dtype: DType, x: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        DType::BF16 => x.iter().flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        other => panic!("encode_float_row: {other} is not a float type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_32_element_formats_stays_close() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        for (dtype, tol) in [(DType::Q8_0, 0.02), (DType::Q4_0, 0.25), (DType::Q4_1, 0.15), (DType::Q5_0, 0.12)] {
+            let q = quantize_row(dtype, &x);
+            assert_eq!(q.len(), dtype.row_bytes(64).unwrap());
+            let mut y = vec![0f32; 64];
+            dequantize_row(dtype, &q, &mut y);
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() <= tol, "{dtype}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4k_and_q6k_known_block() {
+        // Q4_K: d = 1, dmin = 0.5, every scale 2 / min 1 for sub-blocks 0..4; quants 3 / 5.
+        let mut b = vec![0u8; 144];
+        b[0..2].copy_from_slice(&f16::from_f32(1.0).to_bits().to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        for j in 0..4 {
+            b[4 + j] = 2; // scale of sub-block j
+            b[8 + j] = 1; // min of sub-block j
+        }
+        for q in &mut b[16..144] {
+            *q = 3 | (5 << 4);
+        }
+        let mut y = vec![0f32; 256];
+        dequantize_block(DType::Q4K, &b, &mut y);
+        assert_eq!(y[0], 2.0 * 3.0 - 0.5); // sub-block 0: low nibbles
+        assert_eq!(y[32], 2.0 * 5.0 - 0.5); // sub-block 1: high nibbles
+        assert_eq!(y[200], 0.0); // sub-blocks 4..8 have scale 0 and min 0
+
+        // Q6_K: d = 0.25, scales all 4, quants 33 (ql low nibble 1, qh bits 2) → (33 − 32)·4·0.25.
+        let mut b = vec![0u8; 210];
+        for q in &mut b[0..128] {
+            *q = 0x11;
+        }
+        for q in &mut b[128..192] {
+            *q = 0b10_10_10_10;
+        }
+        for s in &mut b[192..208] {
+            *s = 4;
+        }
+        b[208..210].copy_from_slice(&f16::from_f32(0.25).to_bits().to_le_bytes());
+        dequantize_block(DType::Q6K, &b, &mut y);
+        assert!(y.iter().all(|&v| v == 1.0 * 4.0 * 0.25 * 1.0), "{:?}", &y[..8]);
+    }
+}
