@@ -25,7 +25,13 @@ impl<'a> WeightMatrix<'a> {
     /// `None` when `cols` is not a whole number of blocks or `data` has the wrong size.
     pub fn new(dtype: DType, data: &'a [u8], rows: usize, cols: usize) -> Option<Self> {
         let row_bytes = dtype.row_bytes(cols)?;
-        (data.len() == row_bytes * rows).then_some(WeightMatrix { dtype, data, rows, cols, row_bytes })
+        (data.len() == row_bytes * rows).then_some(WeightMatrix {
+            dtype,
+            data,
+            rows,
+            cols,
+            row_bytes,
+        })
     }
 
     #[inline]
@@ -47,7 +53,11 @@ unsafe impl Sync for Out {}
 /// `out[t, r] = Σ_c x[t, c] · W[r, c]`; `x` is `[n_tokens, cols]`, `out` `[n_tokens, rows]`.
 pub fn matmul(w: &WeightMatrix, x: &[f32], out: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
-    assert!(cols > 0 && x.len() % cols == 0, "matmul: x has {} values, not a multiple of {cols}", x.len());
+    assert!(
+        cols > 0 && x.len() % cols == 0,
+        "matmul: x has {} values, not a multiple of {cols}",
+        x.len()
+    );
     let n_tokens = x.len() / cols;
     assert_eq!(out.len(), n_tokens * rows, "matmul: out has the wrong size");
     if n_tokens == 0 || rows == 0 {
@@ -91,8 +101,9 @@ mod tests {
         let mut out = vec![0f64; n * rows];
         for t in 0..n {
             for r in 0..rows {
-                out[t * rows + r] =
-                    (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64).sum();
+                out[t * rows + r] = (0..cols)
+                    .map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64)
+                    .sum();
             }
         }
         out
@@ -103,13 +114,19 @@ mod tests {
         let mut rng = Lcg(7);
         for dtype in DType::ALL {
             let (rows, cols) = (37, if dtype.block_size() == 256 { 512 } else { 96 });
-            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_row(dtype, cols, &mut rng))
+                .collect();
             let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
             let x: Vec<f32> = (0..5 * cols).map(|_| rng.normal()).collect();
             let mut out = vec![0f32; 5 * rows];
             matmul(&wm, &x, &mut out);
             let want = reference(dtype, &w, rows, cols, &x);
-            let num: f64 = out.iter().zip(&want).map(|(a, b)| (*a as f64 - b).powi(2)).sum();
+            let num: f64 = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).powi(2))
+                .sum();
             let den: f64 = want.iter().map(|b| b * b).sum();
             // DESIGN allows NMSE 1e-7; f32 accumulation lands far below it.
             assert!(num / den <= 1e-10, "{dtype}: NMSE {}", num / den);

@@ -162,7 +162,11 @@ pub fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 /// 32-element formats. K-quants are not produced here (their search is not needed:
 /// keel reads them, llama.cpp writes them).
 pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 32 == 0, "quantize_row: length {} is not a multiple of 32", x.len());
+    assert!(
+        x.len() % 32 == 0,
+        "quantize_row: length {} is not a multiple of 32",
+        x.len()
+    );
     let mut out = Vec::with_capacity(x.len() / 32 * dtype.block_bytes());
     for blk in x.chunks_exact(32) {
         match dtype {
@@ -175,7 +179,9 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
             }
             DType::Q4_0 => {
                 // ggml: the value of largest magnitude maps to -8.
-                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = blk
+                    .iter()
+                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let d = max / -8.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
@@ -199,7 +205,9 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
                 }
             }
             DType::Q5_0 => {
-                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = blk
+                    .iter()
+                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let d = max / -16.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
@@ -225,8 +233,14 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
 pub fn encode_float_row(dtype: DType, x: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
-        DType::BF16 => x.iter().flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        DType::F16 => x
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+        DType::BF16 => x
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
         other => panic!("encode_float_row: {other} is not a float type"),
     }
 }
@@ -237,8 +251,15 @@ mod tests {
 
     #[test]
     fn roundtrip_32_element_formats_stays_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-        for (dtype, tol) in [(DType::Q8_0, 0.02), (DType::Q4_0, 0.25), (DType::Q4_1, 0.15), (DType::Q5_0, 0.12)] {
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        for (dtype, tol) in [
+            (DType::Q8_0, 0.02),
+            (DType::Q4_0, 0.25),
+            (DType::Q4_1, 0.15),
+            (DType::Q5_0, 0.12),
+        ] {
             let q = quantize_row(dtype, &x);
             assert_eq!(q.len(), dtype.row_bytes(64).unwrap());
             let mut y = vec![0f32; 64];
@@ -281,6 +302,10 @@ mod tests {
         }
         b[208..210].copy_from_slice(&f16::from_f32(0.25).to_bits().to_le_bytes());
         dequantize_block(DType::Q6K, &b, &mut y);
-        assert!(y.iter().all(|&v| v == 1.0 * 4.0 * 0.25 * 1.0), "{:?}", &y[..8]);
+        assert!(
+            y.iter().all(|&v| v == 1.0 * 4.0 * 0.25 * 1.0),
+            "{:?}",
+            &y[..8]
+        );
     }
 }

@@ -18,13 +18,26 @@ pub enum RopeStyle {
 
 /// Rotates every head of one token's `x` (`[n_heads, head_dim]`) to `position`.
 /// `inv_freq` has `head_dim / 2` entries (full rotary dimension).
-pub fn apply_rope(x: &mut [f32], head_dim: usize, position: u32, inv_freq: &[f32], style: RopeStyle) {
+pub fn apply_rope(
+    x: &mut [f32],
+    head_dim: usize,
+    position: u32,
+    inv_freq: &[f32],
+    style: RopeStyle,
+) {
     let half = head_dim / 2;
-    assert_eq!(inv_freq.len(), half, "apply_rope: inv_freq must have head_dim/2 entries");
+    assert_eq!(
+        inv_freq.len(),
+        half,
+        "apply_rope: inv_freq must have head_dim/2 entries"
+    );
     assert!(x.len() % head_dim == 0, "apply_rope: x is not whole heads");
     let mut cos = [0f32; 256];
     let mut sin = [0f32; 256];
-    assert!(half <= 256, "apply_rope: head_dim over 512 is not supported");
+    assert!(
+        half <= 256,
+        "apply_rope: head_dim over 512 is not supported"
+    );
     for i in 0..half {
         let theta = position as f32 * inv_freq[i];
         cos[i] = (theta as f64).cos() as f32;

@@ -42,8 +42,7 @@ impl SimdLevel {
             let avx2 = is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c");
-            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
-            {
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 return SimdLevel::Avx512;
             }
             if avx2 {

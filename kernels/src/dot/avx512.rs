@@ -40,14 +40,24 @@ pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i < full {
         let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-        fma2(_mm512_loadu_ps(pa), _mm512_loadu_ps(pa.add(16)), pb, &mut acc);
+        fma2(
+            _mm512_loadu_ps(pa),
+            _mm512_loadu_ps(pa.add(16)),
+            pb,
+            &mut acc,
+        );
         i += 32;
     }
     if full < n {
         let (mut ta, mut tb) = ([0f32; 32], [0f32; 32]);
         ta[..n - full].copy_from_slice(&a[full..]);
         tb[..n - full].copy_from_slice(&b[full..n]);
-        fma2(_mm512_loadu_ps(ta.as_ptr()), _mm512_loadu_ps(ta.as_ptr().add(16)), tb.as_ptr(), &mut acc);
+        fma2(
+            _mm512_loadu_ps(ta.as_ptr()),
+            _mm512_loadu_ps(ta.as_ptr().add(16)),
+            tb.as_ptr(),
+            &mut acc,
+        );
     }
     reduce(acc)
 }
@@ -85,14 +95,24 @@ unsafe fn dot_half<const BF16: bool>(w: &[u8], x: &[f32]) -> f32 {
     let mut i = 0;
     while i < full {
         let p = w.as_ptr().add(2 * i);
-        fma2(load_half::<BF16>(p), load_half::<BF16>(p.add(32)), x.as_ptr().add(i), &mut acc);
+        fma2(
+            load_half::<BF16>(p),
+            load_half::<BF16>(p.add(32)),
+            x.as_ptr().add(i),
+            &mut acc,
+        );
         i += 32;
     }
     if full < n {
         let (mut tw, mut tx) = ([0u8; 64], [0f32; 32]);
         tw[..2 * (n - full)].copy_from_slice(&w[2 * full..2 * n]);
         tx[..n - full].copy_from_slice(&x[full..]);
-        fma2(load_half::<BF16>(tw.as_ptr()), load_half::<BF16>(tw.as_ptr().add(32)), tx.as_ptr(), &mut acc);
+        fma2(
+            load_half::<BF16>(tw.as_ptr()),
+            load_half::<BF16>(tw.as_ptr().add(32)),
+            tx.as_ptr(),
+            &mut acc,
+        );
     }
     reduce(acc)
 }
@@ -160,7 +180,12 @@ unsafe fn dot_blocks(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
         dequantize_block(dtype, b, &mut buf[..bs]);
         for j in (0..bs).step_by(32) {
             let p = buf.as_ptr().add(j);
-            fma2(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)), xb.as_ptr().add(j), &mut acc);
+            fma2(
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                xb.as_ptr().add(j),
+                &mut acc,
+            );
         }
     }
     reduce(acc)
@@ -177,7 +202,12 @@ pub unsafe fn dot_row(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
             let mut i = 0;
             while i < full {
                 let p = w.as_ptr().add(4 * i) as *const f32;
-                fma2(_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)), x.as_ptr().add(i), &mut acc);
+                fma2(
+                    _mm512_loadu_ps(p),
+                    _mm512_loadu_ps(p.add(16)),
+                    x.as_ptr().add(i),
+                    &mut acc,
+                );
                 i += 32;
             }
             if full < n {
@@ -186,7 +216,12 @@ pub unsafe fn dot_row(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
                     *t = crate::quant::f32_at(w, 4 * (full + k));
                 }
                 tx[..n - full].copy_from_slice(&x[full..]);
-                fma2(_mm512_loadu_ps(tw.as_ptr()), _mm512_loadu_ps(tw.as_ptr().add(16)), tx.as_ptr(), &mut acc);
+                fma2(
+                    _mm512_loadu_ps(tw.as_ptr()),
+                    _mm512_loadu_ps(tw.as_ptr().add(16)),
+                    tx.as_ptr(),
+                    &mut acc,
+                );
             }
             reduce(acc)
         }
@@ -206,7 +241,10 @@ pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let mut i = 0;
     while i + 16 <= n {
         let py = y.as_mut_ptr().add(i);
-        _mm512_storeu_ps(py, _mm512_fmadd_ps(va, _mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(py)));
+        _mm512_storeu_ps(
+            py,
+            _mm512_fmadd_ps(va, _mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(py)),
+        );
         i += 16;
     }
     while i < n {
