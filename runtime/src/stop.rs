@@ -1,0 +1,1 @@
+//! Stop strings (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Tokenization (placeholder; being written).
