@@ -2,11 +2,21 @@
 //! over a paged KV cache, sampling, tokenization and chat templates.
 
 pub mod chat_template;
+pub mod config;
 pub mod error;
+pub mod forward_batch;
 pub mod gguf;
+pub mod kv_cache;
+pub mod loader;
+pub mod model;
+pub mod safetensors_dir;
 pub mod sampling;
 pub mod stop;
 pub mod tensor;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};
+pub use forward_batch::ForwardBatch;
+pub use kv_cache::KvCache;
+pub use model::Model;
