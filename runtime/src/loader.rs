@@ -68,43 +68,42 @@ pub fn locate(path: &Path) -> Result<(PathBuf, ModelFormat)> {
     }
 }
 
+/// Loads the weights only (no tokenizer): for tools and tests that feed token ids.
+pub fn load_model(path: &Path) -> Result<Model> {
+    let (path, format) = locate(path)?;
+    Ok(match format {
+        ModelFormat::Gguf => model_from_gguf(&GgufFile::open(&path)?)?,
+        ModelFormat::Safetensors => model_from_hf(&path)?,
+    })
+}
+
+/// Loads the model and its tokenizer.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     let (path, format) = locate(path)?;
-    match format {
+    let (model, tokenizer, name) = match format {
         ModelFormat::Gguf => {
             let g = GgufFile::open(&path)?;
-            let src = TensorSource::Gguf(&g);
-            let rope_freqs = g.tensor("rope_freqs.weight")?.map(|t| t.to_f32_vec());
-            let config = ModelConfig::from_gguf(&g, rope_freqs, src.has_lm_head())?;
-            let weights = ModelWeights::load(&config, &src)?;
-            let tokenizer = Tokenizer::from_gguf(&g)?;
-            let name = g
-                .get_str("general.name")
-                .map(str::to_string)
-                .unwrap_or_else(|| file_stem(&path));
-            Ok(LoadedModel {
-                model: Model::new(config, weights),
-                tokenizer,
-                format,
-                path,
-                name,
-            })
+            let name = g.get_str("general.name").map(str::to_string).unwrap_or_else(|| file_stem(&path));
+            (model_from_gguf(&g)?, Tokenizer::from_gguf(&g)?, name)
         }
-        ModelFormat::Safetensors => {
-            let config = ModelConfig::from_hf_file(&path.join("config.json"))?;
-            let dir = SafetensorsDir::open(&path)?;
-            let weights = ModelWeights::load(&config, &TensorSource::Hf(&dir))?;
-            let tokenizer = Tokenizer::from_hf_dir(&path)?;
-            let name = file_stem(&path);
-            Ok(LoadedModel {
-                model: Model::new(config, weights),
-                tokenizer,
-                format,
-                path,
-                name,
-            })
-        }
-    }
+        ModelFormat::Safetensors => (model_from_hf(&path)?, Tokenizer::from_hf_dir(&path)?, file_stem(&path)),
+    };
+    Ok(LoadedModel { model, tokenizer, format, path, name })
+}
+
+fn model_from_gguf(g: &GgufFile) -> Result<Model> {
+    let src = TensorSource::Gguf(g);
+    let rope_freqs = g.tensor("rope_freqs.weight")?.map(|t| t.to_f32_vec());
+    let config = ModelConfig::from_gguf(g, rope_freqs, src.has_lm_head())?;
+    let weights = ModelWeights::load(&config, &src)?;
+    Ok(Model::new(config, weights))
+}
+
+fn model_from_hf(dir: &Path) -> Result<Model> {
+    let config = ModelConfig::from_hf_file(&dir.join("config.json"))?;
+    let st = SafetensorsDir::open(dir)?;
+    let weights = ModelWeights::load(&config, &TensorSource::Hf(&st))?;
+    Ok(Model::new(config, weights))
 }
 
 fn file_stem(p: &Path) -> String {

@@ -1,0 +1,153 @@
+//! `runtime bench`: prefill and decode throughput of one sequence, measured like
+//! llama-bench's `pp<N>` and `tg<N>` tests.
+//!
+//! * prefill: `-p` random tokens in one forward pass (chunked at 512 as in generate),
+//!   from an empty cache; tokens/s = p / time.
+//! * decode: `-n` steps of one token each from an empty cache (logits computed every
+//!   step); tokens/s = n / time.
+//!
+//! One untimed warm-up run, then `--repetitions` timed runs; the median is reported.
+
+use super::{load_model, set_threads, UsageError};
+use anyhow::Result;
+use clap::Args;
+use keel_runtime::forward_batch::ForwardBatch;
+use keel_runtime::generate::PREFILL_CHUNK;
+use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
+use keel_runtime::Model;
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model: a path or a known name; default: smollm2.
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompt tokens for the prefill test (0 = skip).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens for the decode test (0 = skip).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions (median reported).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// Worker threads (default: one per CPU).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A fixed pseudo-random token sequence (the model's speed does not depend on content).
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn prefill_once(model: &Model, ids: &[u32]) -> Result<f64> {
+    let mut kv = KvCache::new(&model.config, ids.len().div_ceil(BLOCK_SIZE))?;
+    let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
+    let t = Instant::now();
+    for start in (0..ids.len()).step_by(PREFILL_CHUNK) {
+        let end = (start + PREFILL_CHUNK).min(ids.len());
+        let mut b = ForwardBatch::default();
+        b.push_seq(&ids[start..end], start, &table, BLOCK_SIZE, end == ids.len());
+        model.forward(&b, &mut kv)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn decode_once(model: &Model, ids: &[u32]) -> Result<f64> {
+    let mut kv = KvCache::new(&model.config, ids.len().div_ceil(BLOCK_SIZE))?;
+    let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
+    let t = Instant::now();
+    for (pos, id) in ids.iter().enumerate() {
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[*id], pos, &table, BLOCK_SIZE, true);
+        model.forward(&b, &mut kv)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.repetitions == 0 {
+        return Err(UsageError("--repetitions must be at least 1".into()).into());
+    }
+    set_threads(a.threads)?;
+    let loaded = load_model(a.model.as_deref())?;
+    let model = &loaded.model;
+    let ctx = model.config.max_position_embeddings;
+    for (flag, n) in [("-p", a.n_prompt), ("-n", a.n_gen)] {
+        if n > ctx {
+            return Err(UsageError(format!("{flag} {n} exceeds the model's context window of {ctx}")).into());
+        }
+    }
+    let vocab = model.config.vocab_size;
+    let mut results = serde_json::Map::new();
+    let mut report = |label: &str, n: usize, f: &dyn Fn(&[u32]) -> Result<f64>| -> Result<Option<f64>> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let ids = tokens(n, vocab);
+        f(&ids)?; // warm-up
+        let mut rates: Vec<f64> = Vec::with_capacity(a.repetitions);
+        for _ in 0..a.repetitions {
+            rates.push(n as f64 / f(&ids)?);
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
+        let med = median(&mut rates.clone());
+        if !a.json {
+            println!("{label:>8} {n:>6} tokens: {med:>9.2} tok/s (median of {}; mean {mean:.2} ± {sd:.2})", a.repetitions);
+        }
+        results.insert(format!("{label}_samples"), json!(rates));
+        Ok(Some(med))
+    };
+    if !a.json {
+        println!(
+            "model {} ({}, {:.1}M params), {} threads, SIMD {}",
+            loaded.name,
+            model.weights.embed.dtype,
+            model.weights.num_parameters() as f64 / 1e6,
+            rayon::current_num_threads(),
+            keel_kernels::simd_level().name()
+        );
+    }
+    let pp = report("prefill", a.n_prompt, &|ids| prefill_once(model, ids))?;
+    let tg = report("decode", a.n_gen, &|ids| decode_once(model, ids))?;
+    if a.json {
+        let mut obj = json!({
+            "model": loaded.name,
+            "model_path": loaded.path,
+            "threads": rayon::current_num_threads(),
+            "simd": keel_kernels::simd_level().name(),
+            "n_prompt": a.n_prompt,
+            "n_gen": a.n_gen,
+            "repetitions": a.repetitions,
+            "prefill_tokens_per_s": pp,
+            "decode_tokens_per_s": tg,
+        });
+        if let Some(o) = obj.as_object_mut() {
+            o.extend(results);
+        }
+        println!("{obj}");
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `runtime generate`: one completion, streamed to stdout (or one JSON object with
+//! `--json`, in which case stdout holds nothing else).
+
+use super::{load_model, set_threads, UsageError};
+use anyhow::{Context, Result};
+use clap::Args;
+use keel_runtime::chat_template::ChatMessage;
+use keel_runtime::generate::generate;
+use keel_runtime::sampling::SamplingParams;
+use serde_json::json;
+use std::io::Write;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model: a path (.gguf file, directory) or a known name; default: smollm2.
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt in the model's chat template as one user message.
+    #[arg(long)]
+    chat: bool,
+    /// Most new tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 = greedy (the default here, so runs are reproducible).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// -1 = off.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    top_k: i32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable); never included in the output.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        seed: a.seed,
+        max_tokens: a.max_tokens,
+        stop: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+    };
+    params.validate()?;
+    let loaded = load_model(a.model.as_deref())?;
+    let tok = &loaded.tokenizer;
+    let prompt_ids = if a.chat {
+        let template = tok.chat_template().ok_or_else(|| UsageError(format!("--chat: model {} has no chat template", loaded.name)))?;
+        let text = template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], true)?;
+        tok.encode(&text, false)?
+    } else {
+        tok.encode(&a.prompt, true)?
+    };
+    let stdout = std::io::stdout();
+    let mut on_text = |s: &str| {
+        if !a.json {
+            let mut out = stdout.lock();
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let out = generate(&loaded.model, tok, &prompt_ids, &params, &mut on_text).context("generating")?;
+    if a.json {
+        let obj = json!({
+            "model": loaded.name,
+            "prompt_ids": out.prompt_ids,
+            "completion_ids": out.completion_ids,
+            "text": out.text,
+            "finish_reason": out.finish_reason.as_str(),
+            "prompt_tokens": out.prompt_ids.len(),
+            "completion_tokens": out.completion_ids.len(),
+            "prefill_tokens_per_s": out.prefill_tokens_per_s(),
+            "decode_tokens_per_s": out.decode_tokens_per_s(),
+        });
+        println!("{obj}");
+    } else {
+        println!();
+        tracing::info!(
+            "{} prompt tokens, {} completion tokens ({}); prefill {:.1} tok/s, decode {:.1} tok/s",
+            out.prompt_ids.len(),
+            out.completion_ids.len(),
+            out.finish_reason.as_str(),
+            out.prefill_tokens_per_s(),
+            out.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}

