@@ -157,8 +157,33 @@ def build_tokenizer(out: Path) -> None:
     write_json(out / "tokenizer_config.json", cfg)
 
 
-def tokenizer_reference(tok) -> tuple[list, dict]:
+QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+
+def copy_tokenizer(tok_dir: Path, out: Path, qwen2: bool) -> None:
+    """Copies the shared tokenizer into a model directory. For qwen2 models the
+    pre-tokenizer becomes Qwen2's own (split regex, then byte-level without regex), as in
+    real Qwen2 checkpoints: transformers 5 builds Qwen2's tokenizer class with that
+    pre-tokenizer whatever tokenizer.json says, so the file must agree with it."""
+    shutil.copy(tok_dir / "tokenizer_config.json", out / "tokenizer_config.json")
+    tj = json.loads((tok_dir / "tokenizer.json").read_text())
+    if qwen2:
+        tj["pre_tokenizer"] = {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+            ],
+        }
+    (out / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+
+
+def tokenizer_reference(tok, tokenizer_json: Path) -> tuple[list, dict]:
     cases = [{"text": t, "ids": tok(t, add_special_tokens=True)["input_ids"]} for t in TOKENIZER_TEXTS]
+    # What the transformers class does must be what tokenizer.json says (keel reads the file).
+    raw = Tokenizer.from_file(str(tokenizer_json))
+    for c in cases:
+        assert raw.encode(c["text"], add_special_tokens=False).ids == c["ids"], (tokenizer_json, c)
     for c in cases:  # the byte-level BPE must round-trip
         assert tok.decode(c["ids"], skip_special_tokens=False) == c["text"], c
     messages = [{"role": "user", "content": "Hi there"}]
@@ -295,8 +320,7 @@ def hf_fixture(name, cls, cfg, seed, save_dtype, tok_dir, tok_vocab, std, legacy
     copy.deepcopy(model).to(save_dtype).save_pretrained(out, safe_serialization=True)
     if legacy:
         legacy_config(out / "config.json", rope_scaling)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tok_dir / f, out / f)
+    copy_tokenizer(tok_dir, out, qwen2=cls is Qwen2ForCausalLM)
 
     # reference from what is on disk: weights in the storage dtype, upcast to f32, f32 math
     disk = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
@@ -304,7 +328,7 @@ def hf_fixture(name, cls, cfg, seed, save_dtype, tok_dir, tok_vocab, std, legacy
     ref2, worst2 = model_reference(disk, inputs)
     assert ref2["logits"] == ref["logits"], f"{name}: reload changed the logits"
     tok = AutoTokenizer.from_pretrained(out)
-    ref2["tokenizer"], ref2["chat"] = tokenizer_reference(tok)
+    ref2["tokenizer"], ref2["chat"] = tokenizer_reference(tok, out / "tokenizer.json")
     ref2["config"] = {"vocab_size": disk.config.vocab_size, "tokenizer_vocab_size": tok_vocab, "weights_dtype": str(save_dtype).replace("torch.", ""), "seed": s}
     write_json(out / "reference.json", ref2)
 
@@ -313,8 +337,7 @@ def hf_fixture(name, cls, cfg, seed, save_dtype, tok_dir, tok_vocab, std, legacy
         copy.deepcopy(model).to(save_dtype).save_pretrained(sdir, safe_serialization=True, max_shard_size="100KB")
         if legacy:
             legacy_config(sdir / "config.json", rope_scaling)
-        for f in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copy(tok_dir / f, sdir / f)
+        copy_tokenizer(tok_dir, sdir, qwen2=cls is Qwen2ForCausalLM)
         shards = sorted(p.name for p in sdir.glob("*.safetensors"))
         assert len(shards) >= 2 and (sdir / "model.safetensors.index.json").exists(), shards
         sm = AutoModelForCausalLM.from_pretrained(sdir, dtype=torch.float32, attn_implementation="eager").eval()
@@ -567,7 +590,7 @@ def gguf_fixture(name, cfg, seed, std, types, tok_dir, tok_vocab, tokenizer_ref=
 
     if tokenizer_ref:
         tok = AutoTokenizer.from_pretrained(tok_dir)
-        ref["tokenizer"], ref["chat"] = tokenizer_reference(tok)
+        ref["tokenizer"], ref["chat"] = tokenizer_reference(tok, tok_dir / "tokenizer.json")
         # the tokenizer transformers rebuilds from the GGUF metadata must agree
         gtok = AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")
         for c in ref["tokenizer"]:

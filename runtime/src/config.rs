@@ -163,12 +163,14 @@ impl ModelConfig {
                         high_freq_factor: rf("high_freq_factor")?,
                         original_max_position_embeddings: rf("original_max_position_embeddings")?,
                     },
-                    other => return Err(cfg_err(
-                        path,
-                        format!(
+                    other => {
+                        return Err(cfg_err(
+                            path,
+                            format!(
                             "rope scaling type {other:?} is not supported (linear and llama3 are)"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
         };
@@ -410,7 +412,7 @@ mod tests {
         );
         let mut v = base();
         v["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
         let c = ModelConfig::from_hf_json(p, &v).expect("new form");
         assert_eq!(c.rope_theta, 500000.0);
         assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { .. }));

@@ -74,13 +74,22 @@ pub fn check_request(model: &Model, prompt_ids: &[u32], params: &SamplingParams)
     if prompt_ids.is_empty() {
         return Err(Error::invalid("prompt", "the prompt is empty (no tokens)"));
     }
-    if let Some(t) = prompt_ids.iter().find(|t| **t as usize >= model.config.vocab_size) {
-        return Err(Error::invalid("prompt", format!("token id {t} is outside the vocabulary")));
+    if let Some(t) = prompt_ids
+        .iter()
+        .find(|t| **t as usize >= model.config.vocab_size)
+    {
+        return Err(Error::invalid(
+            "prompt",
+            format!("token id {t} is outside the vocabulary"),
+        ));
     }
     if prompt_ids.len() >= ctx {
         return Err(Error::invalid(
             "prompt",
-            format!("the prompt has {} tokens; the context window is {ctx}", prompt_ids.len()),
+            format!(
+                "the prompt has {} tokens; the context window is {ctx}",
+                prompt_ids.len()
+            ),
         ));
     }
     if prompt_ids.len() + params.max_tokens > ctx {
@@ -112,7 +121,11 @@ pub fn generate(
     let mut sampler = Sampler::new(params);
     let mut decoder = IncrementalDecoder::new(prompt_ids);
     let mut stops = StopMatcher::new(&params.stop);
-    let eos: &[u32] = if params.ignore_eos { &[] } else { tokenizer.eos_token_ids() };
+    let eos: &[u32] = if params.ignore_eos {
+        &[]
+    } else {
+        tokenizer.eos_token_ids()
+    };
 
     let mut tokens: Vec<u32> = prompt_ids.to_vec();
     let mut completion = Vec::new();
@@ -126,7 +139,13 @@ pub fn generate(
         let end = (computed + PREFILL_CHUNK).min(tokens.len());
         let last_chunk = end == tokens.len();
         let mut batch = ForwardBatch::default();
-        batch.push_seq(&tokens[computed..end], computed, &block_table, BLOCK_SIZE, last_chunk);
+        batch.push_seq(
+            &tokens[computed..end],
+            computed,
+            &block_table,
+            BLOCK_SIZE,
+            last_chunk,
+        );
         let mut logits = model.forward(&batch, &mut kv)?;
         computed = end;
         if !last_chunk {

@@ -83,12 +83,25 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let (model, tokenizer, name) = match format {
         ModelFormat::Gguf => {
             let g = GgufFile::open(&path)?;
-            let name = g.get_str("general.name").map(str::to_string).unwrap_or_else(|| file_stem(&path));
+            let name = g
+                .get_str("general.name")
+                .map(str::to_string)
+                .unwrap_or_else(|| file_stem(&path));
             (model_from_gguf(&g)?, Tokenizer::from_gguf(&g)?, name)
         }
-        ModelFormat::Safetensors => (model_from_hf(&path)?, Tokenizer::from_hf_dir(&path)?, file_stem(&path)),
+        ModelFormat::Safetensors => (
+            model_from_hf(&path)?,
+            Tokenizer::from_hf_dir(&path)?,
+            file_stem(&path),
+        ),
     };
-    Ok(LoadedModel { model, tokenizer, format, path, name })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        format,
+        path,
+        name,
+    })
 }
 
 fn model_from_gguf(g: &GgufFile) -> Result<Model> {

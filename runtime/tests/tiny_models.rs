@@ -13,8 +13,10 @@ use keel_runtime::Model;
 use serde_json::Value;
 use std::path::PathBuf;
 
+mod common;
+
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny")
+    common::fixtures().join("tiny")
 }
 
 fn reference(name: &str) -> Value {
@@ -23,7 +25,11 @@ fn reference(name: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 /// Logits at every position of `tokens`, all in one forward pass.
@@ -51,17 +57,50 @@ fn stepwise_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
 
 fn check_model(name: &str) {
     let r = reference(name);
-    let model = loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model =
+        loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let vocab = model.config.vocab_size;
-    for (i, (input, want)) in r["inputs"].as_array().expect("inputs").iter().zip(r["logits"].as_array().expect("logits")).enumerate() {
+    for (i, (input, want)) in r["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .zip(r["logits"].as_array().expect("logits"))
+        .enumerate()
+    {
         let tokens = ids(input);
         let got = prefill_logits(&model, &tokens);
-        let want: Vec<f32> = want.as_array().expect("rows").iter().flat_map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32)).collect();
-        assert_eq!(got.len(), want.len(), "{name} input {i}: {} logits vs {} (vocab {vocab})", got.len(), want.len());
-        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff <= 1e-4, "{name} input {i}: max |Δlogit| = {max_diff}");
+        let want: Vec<f32> = want
+            .as_array()
+            .expect("rows")
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|x| x.as_f64().expect("f") as f32)
+            })
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{name} input {i}: {} logits vs {} (vocab {vocab})",
+            got.len(),
+            want.len()
+        );
+        let max_diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff <= 1e-4,
+            "{name} input {i}: max |Δlogit| = {max_diff}"
+        );
         let step = stepwise_logits(&model, &tokens);
-        assert!(step == got, "{name} input {i}: one-token steps differ from the batched prefill");
+        assert!(
+            step == got,
+            "{name} input {i}: one-token steps differ from the batched prefill"
+        );
     }
 }
 
@@ -71,25 +110,51 @@ fn check_greedy(name: &str) {
     for case in r["greedy"].as_array().expect("greedy") {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["completion_ids"]);
-        let params = SamplingParams { temperature: 0.0, max_tokens: want.len(), ignore_eos: true, ..SamplingParams::default() };
-        let out = generate(&loaded.model, &loaded.tokenizer, &prompt, &params, &mut |_| {}).expect("generate");
-        assert_eq!(out.completion_ids, want, "{name}: greedy continuation of {prompt:?}");
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_tokens: want.len(),
+            ignore_eos: true,
+            ..SamplingParams::default()
+        };
+        let out = generate(
+            &loaded.model,
+            &loaded.tokenizer,
+            &prompt,
+            &params,
+            &mut |_| {},
+        )
+        .expect("generate");
+        assert_eq!(
+            out.completion_ids, want,
+            "{name}: greedy continuation of {prompt:?}"
+        );
     }
 }
 
 fn check_tokenizer(name: &str) {
     let r = reference(name);
     let loaded = loader::load(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let Some(cases) = r.get("tokenizer").and_then(Value::as_array) else { return };
+    let Some(cases) = r.get("tokenizer").and_then(Value::as_array) else {
+        return;
+    };
     for c in cases {
         let text = c["text"].as_str().expect("text");
-        assert_eq!(loaded.tokenizer.encode(text, true).expect("encode"), ids(&c["ids"]), "{name}: tokens of {text:?}");
+        assert_eq!(
+            loaded.tokenizer.encode(text, true).expect("encode"),
+            ids(&c["ids"]),
+            "{name}: tokens of {text:?}"
+        );
     }
     if let Some(chat) = r.get("chat") {
-        let messages: Vec<keel_runtime::chat_template::ChatMessage> = serde_json::from_value(chat["messages"].clone()).expect("messages");
+        let messages: Vec<keel_runtime::chat_template::ChatMessage> =
+            serde_json::from_value(chat["messages"].clone()).expect("messages");
         let t = loaded.tokenizer.chat_template().expect("chat template");
         let add = chat["add_generation_prompt"].as_bool().unwrap_or(true);
-        assert_eq!(t.render(&messages, add).expect("render"), chat["rendered"].as_str().expect("rendered"), "{name}: chat template");
+        assert_eq!(
+            t.render(&messages, add).expect("render"),
+            chat["rendered"].as_str().expect("rendered"),
+            "{name}: chat template"
+        );
     }
 }
 

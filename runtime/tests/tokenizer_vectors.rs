@@ -17,6 +17,9 @@ use keel_runtime::gguf::GgufFile;
 use keel_runtime::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{asset, keel_home, smollm2_path, MODEL_HINT};
+
 /// The `tokenizer.ggml.pre` types keel supports that llama.cpp ships vectors for.
 const VOCABS: &[&str] = &[
     "gpt-2",
@@ -30,16 +33,6 @@ const VOCABS: &[&str] = &[
     "falcon",
 ];
 
-fn keel_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("KEEL_HOME") {
-        return PathBuf::from(h);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache").join("keel")
-}
-
 fn vocab_dir() -> PathBuf {
     match std::env::var_os("KEEL_VOCAB_DIR") {
         Some(d) => PathBuf::from(d),
@@ -48,21 +41,6 @@ fn vocab_dir() -> PathBuf {
 }
 
 const VOCAB_HINT: &str = "run tools/fetch-test-assets.sh, or set KEEL_VOCAB_DIR / KEEL_HOME";
-const MODEL_HINT: &str = "pull SmolLM2-135M-Instruct there, or set KEEL_SMOLLM2_GGUF / KEEL_HOME";
-
-/// `Some(path)` when present; otherwise a skip message, or a failure when assets are required.
-fn asset(path: PathBuf, what: &str, hint: &str) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    let msg = format!("{what}: {} not found ({hint})", path.display());
-    if std::env::var("KEEL_REQUIRE_TEST_ASSETS").as_deref() == Ok("1") {
-        panic!("{msg}; KEEL_REQUIRE_TEST_ASSETS=1");
-    }
-    eprintln!("SKIP {msg}");
-    None
-}
-
 /// `.inp`/`.out` pairs, parsed like `read_tests` in llama.cpp's test-tokenizer-0.cpp.
 fn read_vectors(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     let inp_path = PathBuf::from(format!("{}.inp", gguf.display()));
@@ -194,16 +172,6 @@ fn llama_cpp_round_trips() {
             failures.len(),
             &failures[..failures.len().min(10)]
         );
-    }
-}
-
-fn smollm2_path() -> PathBuf {
-    match std::env::var_os("KEEL_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => keel_home()
-            .join("models")
-            .join("smollm2")
-            .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
     }
 }
 

@@ -45,7 +45,9 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % vocab as u64) as u32
         })
         .collect()
@@ -58,7 +60,13 @@ fn prefill_once(model: &Model, ids: &[u32]) -> Result<f64> {
     for start in (0..ids.len()).step_by(PREFILL_CHUNK) {
         let end = (start + PREFILL_CHUNK).min(ids.len());
         let mut b = ForwardBatch::default();
-        b.push_seq(&ids[start..end], start, &table, BLOCK_SIZE, end == ids.len());
+        b.push_seq(
+            &ids[start..end],
+            start,
+            &table,
+            BLOCK_SIZE,
+            end == ids.len(),
+        );
         model.forward(&b, &mut kv)?;
     }
     Ok(t.elapsed().as_secs_f64())
@@ -96,12 +104,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let ctx = model.config.max_position_embeddings;
     for (flag, n) in [("-p", a.n_prompt), ("-n", a.n_gen)] {
         if n > ctx {
-            return Err(UsageError(format!("{flag} {n} exceeds the model's context window of {ctx}")).into());
+            return Err(UsageError(format!(
+                "{flag} {n} exceeds the model's context window of {ctx}"
+            ))
+            .into());
         }
     }
     let vocab = model.config.vocab_size;
     let mut results = serde_json::Map::new();
-    let mut report = |label: &str, n: usize, f: &dyn Fn(&[u32]) -> Result<f64>| -> Result<Option<f64>> {
+    let mut report = |label: &str,
+                      n: usize,
+                      f: &dyn Fn(&[u32]) -> Result<f64>|
+     -> Result<Option<f64>> {
         if n == 0 {
             return Ok(None);
         }
@@ -112,7 +126,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             rates.push(n as f64 / f(&ids)?);
         }
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
+        let sd =
+            (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
         let med = median(&mut rates.clone());
         if !a.json {
             println!("{label:>8} {n:>6} tokens: {med:>9.2} tok/s (median of {}; mean {mean:.2} ± {sd:.2})", a.repetitions);

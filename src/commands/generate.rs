@@ -69,8 +69,19 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let loaded = load_model(a.model.as_deref())?;
     let tok = &loaded.tokenizer;
     let prompt_ids = if a.chat {
-        let template = tok.chat_template().ok_or_else(|| UsageError(format!("--chat: model {} has no chat template", loaded.name)))?;
-        let text = template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], true)?;
+        let template = tok.chat_template().ok_or_else(|| {
+            UsageError(format!(
+                "--chat: model {} has no chat template",
+                loaded.name
+            ))
+        })?;
+        let text = template.render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: a.prompt.clone(),
+            }],
+            true,
+        )?;
         tok.encode(&text, false)?
     } else {
         tok.encode(&a.prompt, true)?
@@ -83,7 +94,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let out = generate(&loaded.model, tok, &prompt_ids, &params, &mut on_text).context("generating")?;
+    let out =
+        generate(&loaded.model, tok, &prompt_ids, &params, &mut on_text).context("generating")?;
     if a.json {
         let obj = json!({
             "model": loaded.name,

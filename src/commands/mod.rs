@@ -11,7 +11,9 @@ use keel_runtime::loader::LoadedModel;
 /// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.downcast_ref::<BadModelArg>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
+        if cause.downcast_ref::<BadModelArg>().is_some()
+            || cause.downcast_ref::<UsageError>().is_some()
+        {
             return 2;
         }
         if let Some(re) = cause.downcast_ref::<keel_runtime::Error>() {
@@ -30,7 +32,8 @@ pub struct UsageError(pub String);
 pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
     let path = model_store::resolve(arg)?;
     let t = std::time::Instant::now();
-    let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    let loaded = keel_runtime::loader::load(&path)
+        .with_context(|| format!("loading model {}", path.display()))?;
     tracing::info!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
         loaded.name,
@@ -48,7 +51,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             return Err(UsageError("--threads must be at least 1".into()).into());
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
     Ok(())
 }
