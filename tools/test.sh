@@ -5,11 +5,17 @@
 #    keel's own `runtime pull`, into $KEEL_HOME (default ~/.cache/keel);
 # 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
-#    missing fails instead of skipping.
+#    missing fails instead of skipping;
+# 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
+#    so every kernel path is exercised end to end on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --workspace --all-targets
 cargo run --quiet --bin runtime -- pull smollm2 >/dev/null
 tools/fetch-test-assets.sh
-KEEL_REQUIRE_TEST_ASSETS=1 cargo test --workspace "$@"
+export KEEL_REQUIRE_TEST_ASSETS=1
+cargo test --workspace "$@"
+for level in avx2 scalar; do
+  echo "== model tests with KEEL_SIMD=$level"
+  KEEL_SIMD=$level cargo test -p keel-runtime --test tiny_models --test smollm2 "$@"
+done
