@@ -3,9 +3,9 @@
 
 pub mod chat_template;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod forward_batch;
-pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod loader;

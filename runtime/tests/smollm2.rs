@@ -8,9 +8,8 @@
 mod common;
 
 use keel_runtime::chat_template::ChatMessage;
-use keel_runtime::generate::generate;
+use keel_runtime::engine::{EngineConfig, GenerationRequest};
 use keel_runtime::loader;
-use keel_runtime::sampling::SamplingParams;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -43,7 +42,7 @@ fn greedy_continuations_equal_hf_transformers() {
     let loaded = loader::load(&path).expect("load SmolLM2");
     let tok = &loaded.tokenizer;
     let template = tok.chat_template().expect("the GGUF has a chat template");
-    let mut failures = Vec::new();
+    let mut reqs = Vec::new();
     for case in &reference.cases {
         let prompt_ids = match case.kind.as_str() {
             "chat" => {
@@ -64,14 +63,16 @@ fn greedy_continuations_equal_hf_transformers() {
             "prompt ids of {:?}",
             case.prompt
         );
-        let params = SamplingParams {
-            temperature: 0.0,
-            max_tokens: case.completion_ids.len(),
-            ignore_eos: true,
-            ..SamplingParams::default()
-        };
-        let out =
-            generate(&loaded.model, tok, &prompt_ids, &params, &mut |_| {}).expect("generate");
+        reqs.push(GenerationRequest {
+            prompt_ids,
+            params: common::greedy(case.completion_ids.len()),
+            priority: 0,
+        });
+    }
+    // All eight run together through the continuous-batching engine.
+    let engine = common::engine(loaded, EngineConfig::default());
+    let mut failures = Vec::new();
+    for (case, out) in reference.cases.iter().zip(common::run_all(&engine, reqs)) {
         assert_eq!(out.completion_ids.len(), 32);
         if out.completion_ids != case.completion_ids {
             let at = out

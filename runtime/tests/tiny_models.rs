@@ -4,11 +4,10 @@
 //! quantized types, permuted Q/K). Also: prefilling a sequence in one batch and feeding
 //! it one token at a time give bit-identical logits (batch invariance).
 
+use keel_runtime::engine::{EngineConfig, GenerationRequest};
 use keel_runtime::forward_batch::ForwardBatch;
-use keel_runtime::generate::generate;
 use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
 use keel_runtime::loader;
-use keel_runtime::sampling::SamplingParams;
 use keel_runtime::Model;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -107,26 +106,22 @@ fn check_model(name: &str) {
 fn check_greedy(name: &str) {
     let r = reference(name);
     let loaded = loader::load(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    for case in r["greedy"].as_array().expect("greedy") {
-        let prompt = ids(&case["prompt_ids"]);
-        let want = ids(&case["completion_ids"]);
-        let params = SamplingParams {
-            temperature: 0.0,
-            max_tokens: want.len(),
-            ignore_eos: true,
-            ..SamplingParams::default()
-        };
-        let out = generate(
-            &loaded.model,
-            &loaded.tokenizer,
-            &prompt,
-            &params,
-            &mut |_| {},
-        )
-        .expect("generate");
+    let engine = common::engine(loaded, EngineConfig::default());
+    let cases = r["greedy"].as_array().expect("greedy");
+    let reqs = cases
+        .iter()
+        .map(|c| GenerationRequest {
+            prompt_ids: ids(&c["prompt_ids"]),
+            params: common::greedy(ids(&c["completion_ids"]).len()),
+            priority: 0,
+        })
+        .collect();
+    for (case, out) in cases.iter().zip(common::run_all(&engine, reqs)) {
         assert_eq!(
-            out.completion_ids, want,
-            "{name}: greedy continuation of {prompt:?}"
+            out.completion_ids,
+            ids(&case["completion_ids"]),
+            "{name}: greedy continuation of {:?}",
+            case["prompt_ids"]
         );
     }
 }

@@ -37,6 +37,18 @@ pub enum FinishReason {
     Error,
 }
 
+impl FinishReason {
+    /// The OpenAI spelling (`stop`, `length`, `abort`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Aborted => "abort",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub id: RequestId,

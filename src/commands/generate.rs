@@ -5,10 +5,12 @@ use super::{load_model, set_threads, UsageError};
 use anyhow::{Context, Result};
 use clap::Args;
 use keel_runtime::chat_template::ChatMessage;
-use keel_runtime::generate::generate;
+use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest};
+use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
 use keel_runtime::sampling::SamplingParams;
 use serde_json::json;
 use std::io::Write;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -66,6 +68,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         ignore_eos: a.ignore_eos,
     };
     params.validate()?;
+    if a.prompt.is_empty() {
+        return Err(UsageError("--prompt: the prompt is empty".into()).into());
+    }
     let loaded = load_model(a.model.as_deref())?;
     let tok = &loaded.tokenizer;
     let prompt_ids = if a.chat {
@@ -94,30 +99,50 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let out =
-        generate(&loaded.model, tok, &prompt_ids, &params, &mut on_text).context("generating")?;
+    // One request: a batch of one, with just the cache it needs.
+    let cfg = &loaded.model.config;
+    let tokens = (prompt_ids.len() + params.max_tokens).min(cfg.max_position_embeddings);
+    let engine_cfg = EngineConfig {
+        max_num_seqs: 1,
+        kv_cache_bytes: Some(tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(cfg)),
+        ..EngineConfig::default()
+    };
+    let name = loaded.name.clone();
+    let engine = Engine::start(loaded.model, Arc::new(loaded.tokenizer), engine_cfg)?;
+    let stream = engine.handle.submit(GenerationRequest {
+        prompt_ids: prompt_ids.clone(),
+        params,
+        priority: 0,
+    })?;
+    let out = stream
+        .collect_blocking(&mut on_text)
+        .context("generating")?;
+    let prefill_s = out.timings.ttft.as_secs_f64().max(1e-9);
+    let decode_s = (out.timings.e2e - out.timings.ttft).as_secs_f64().max(1e-9);
+    let prefill_tps = prompt_ids.len() as f64 / prefill_s;
+    let decode_tps = out.completion_ids.len().saturating_sub(1) as f64 / decode_s;
     if a.json {
         let obj = json!({
-            "model": loaded.name,
-            "prompt_ids": out.prompt_ids,
+            "model": name,
+            "prompt_ids": prompt_ids,
             "completion_ids": out.completion_ids,
             "text": out.text,
             "finish_reason": out.finish_reason.as_str(),
-            "prompt_tokens": out.prompt_ids.len(),
-            "completion_tokens": out.completion_ids.len(),
-            "prefill_tokens_per_s": out.prefill_tokens_per_s(),
-            "decode_tokens_per_s": out.decode_tokens_per_s(),
+            "prompt_tokens": out.usage.prompt_tokens,
+            "completion_tokens": out.usage.completion_tokens,
+            "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps,
         });
         println!("{obj}");
     } else {
         println!();
         tracing::info!(
             "{} prompt tokens, {} completion tokens ({}); prefill {:.1} tok/s, decode {:.1} tok/s",
-            out.prompt_ids.len(),
-            out.completion_ids.len(),
+            out.usage.prompt_tokens,
+            out.usage.completion_tokens,
             out.finish_reason.as_str(),
-            out.prefill_tokens_per_s(),
-            out.decode_tokens_per_s()
+            prefill_tps,
+            decode_tps
         );
     }
     Ok(())

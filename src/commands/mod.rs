@@ -19,6 +19,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(re) = cause.downcast_ref::<keel_runtime::Error>() {
             return if re.is_user_error() { 2 } else { 1 };
         }
+        if let Some(keel_runtime::engine::SubmitError::Invalid(re)) = cause.downcast_ref() {
+            return if re.is_user_error() { 2 } else { 1 };
+        }
     }
     1
 }
@@ -43,6 +46,35 @@ pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
         t.elapsed().as_secs_f64()
     );
     Ok(loaded)
+}
+
+/// Parses a byte size: `1048576`, `512MiB`, `2GiB`, `1.5G`, `300MB`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB or 2GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?} must be a positive size"));
+    }
+    Ok((v * mult) as usize)
 }
 
 /// Sets the global rayon pool size (kernels use the current pool).

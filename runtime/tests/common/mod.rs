@@ -6,7 +6,11 @@
 
 #![allow(dead_code)]
 
+use keel_runtime::engine::{Completion, Engine, EngineConfig, GenerationRequest};
+use keel_runtime::loader::LoadedModel;
+use keel_runtime::sampling::SamplingParams;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub fn keel_home() -> PathBuf {
     if let Some(h) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
@@ -46,4 +50,31 @@ pub fn asset(path: PathBuf, what: &str, hint: &str) -> Option<PathBuf> {
     }
     eprintln!("SKIP {msg}");
     None
+}
+
+/// Greedy params producing exactly `n` tokens (EOS ignored), as the references do.
+pub fn greedy(n: usize) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens: n,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    }
+}
+
+/// Starts an engine on `loaded`.
+pub fn engine(loaded: LoadedModel, cfg: EngineConfig) -> Engine {
+    Engine::start(loaded.model, Arc::new(loaded.tokenizer), cfg).expect("engine starts")
+}
+
+/// Submits every request at once and waits for all of them, in order.
+pub fn run_all(engine: &Engine, reqs: Vec<GenerationRequest>) -> Vec<Completion> {
+    let streams: Vec<_> = reqs
+        .into_iter()
+        .map(|r| engine.handle.submit(r).expect("submit"))
+        .collect();
+    streams
+        .into_iter()
+        .map(|s| s.collect_blocking(&mut |_| {}).expect("completion"))
+        .collect()
 }

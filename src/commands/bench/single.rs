@@ -1,5 +1,5 @@
-//! `runtime bench`: prefill and decode throughput of one sequence, measured like
-//! llama-bench's `pp<N>` and `tg<N>` tests.
+//! `runtime bench` (no subcommand): prefill and decode throughput of one sequence,
+//! measured like llama-bench's `pp<N>` and `tg<N>` tests, on the model directly.
 //!
 //! * prefill: `-p` random tokens in one forward pass (chunked at 512 as in generate),
 //!   from an empty cache; tokens/s = p / time.
@@ -8,18 +8,20 @@
 //!
 //! One untimed warm-up run, then `--repetitions` timed runs; the median is reported.
 
-use super::{load_model, set_threads, UsageError};
+use crate::commands::{load_model, set_threads, UsageError};
 use anyhow::Result;
 use clap::Args;
 use keel_runtime::forward_batch::ForwardBatch;
-use keel_runtime::generate::PREFILL_CHUNK;
 use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
 use keel_runtime::Model;
 use serde_json::json;
 use std::time::Instant;
 
+/// Tokens per forward pass in the prefill test (as the engine's default budget).
+const PREFILL_CHUNK: usize = 512;
+
 #[derive(Args)]
-pub struct BenchArgs {
+pub struct SingleArgs {
     /// Model: a path or a known name; default: smollm2.
     #[arg(long)]
     model: Option<String>,
@@ -38,19 +40,6 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-/// A fixed pseudo-random token sequence (the model's speed does not depend on content).
-fn tokens(n: usize, vocab: usize) -> Vec<u32> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
 }
 
 fn prefill_once(model: &Model, ids: &[u32]) -> Result<f64> {
@@ -94,7 +83,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+pub fn run(a: SingleArgs) -> Result<()> {
     if a.repetitions == 0 {
         return Err(UsageError("--repetitions must be at least 1".into()).into());
     }
@@ -119,7 +108,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if n == 0 {
             return Ok(None);
         }
-        let ids = tokens(n, vocab);
+        let ids = super::random_tokens(n, vocab, 0);
         f(&ids)?; // warm-up
         let mut rates: Vec<f64> = Vec::with_capacity(a.repetitions);
         for _ in 0..a.repetitions {

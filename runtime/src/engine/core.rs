@@ -1,0 +1,232 @@
+//! The engine thread's loop: commands in, steps computed, events out.
+
+use super::metrics::EngineMetrics;
+use super::request_state::{Progress, RequestState};
+use super::{Command, EngineConfig, TokenEvent};
+use crate::forward_batch::ForwardBatch;
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use keel_scheduler::{FinishReason, Request, RequestId, Scheduler, SchedulerConfig};
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) struct EngineCore {
+    model: Model,
+    kv: KvCache,
+    tokenizer: Arc<Tokenizer>,
+    scheduler: Scheduler,
+    states: HashMap<RequestId, RequestState>,
+    metrics: Arc<EngineMetrics>,
+}
+
+/// log-softmax of `logits[id]`, computed in f64 over the row.
+fn logprob(logits: &[f32], id: u32) -> f32 {
+    let max = logits
+        .iter()
+        .cloned()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| ((x - max) as f64).exp())
+        .sum();
+    ((logits[id as usize] - max) as f64 - sum.ln()) as f32
+}
+
+impl EngineCore {
+    pub fn new(
+        model: Model,
+        kv: KvCache,
+        tokenizer: Arc<Tokenizer>,
+        cfg: &EngineConfig,
+        metrics: Arc<EngineMetrics>,
+    ) -> EngineCore {
+        let scheduler = Scheduler::new(SchedulerConfig {
+            max_num_seqs: cfg.max_num_seqs,
+            max_num_batched_tokens: cfg.max_num_batched_tokens,
+            num_blocks: kv.num_blocks,
+            block_size: kv.block_size,
+            enable_prefix_caching: cfg.enable_prefix_caching,
+        });
+        EngineCore {
+            model,
+            kv,
+            tokenizer,
+            scheduler,
+            states: HashMap::new(),
+            metrics,
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            // Idle: block for work. Busy: take whatever arrived, then step.
+            if !self.scheduler.has_unfinished() {
+                match rx.recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if !self.scheduler.has_unfinished() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            if self.scheduler.has_unfinished() {
+                self.step();
+            }
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Add {
+                id,
+                req,
+                events,
+                submitted,
+            } => {
+                let state = RequestState::new(events, &req.prompt_ids, req.params, submitted);
+                match self
+                    .scheduler
+                    .add_request(Request::new(id, req.prompt_ids, req.priority))
+                {
+                    Ok(()) => {
+                        self.states.insert(id, state);
+                    }
+                    Err(e) => {
+                        let _ = state.events.send(TokenEvent::Error {
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            Command::Abort(id) => self.finish(id, FinishReason::Aborted),
+            Command::Shutdown => {
+                let ids: Vec<RequestId> = self.states.keys().copied().collect();
+                for id in ids {
+                    self.finish(id, FinishReason::Aborted);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn finish(&mut self, id: RequestId, reason: FinishReason) {
+        let req = self.scheduler.finish_request(id, reason);
+        if let Some(mut st) = self.states.remove(&id) {
+            st.finish(reason, req.map_or(0, |r| r.num_preemptions));
+            self.metrics.add_finished();
+        }
+    }
+
+    fn step(&mut self) {
+        let out = self.scheduler.schedule();
+        for (id, msg) in &out.failed {
+            if let Some(st) = self.states.remove(id) {
+                let _ = st.events.send(TokenEvent::Error {
+                    message: msg.clone(),
+                });
+                self.metrics.add_finished();
+            }
+        }
+        if out.is_empty() {
+            self.publish();
+            return;
+        }
+        let now = Instant::now();
+        let mut batch = ForwardBatch::default();
+        for s in &out.scheduled {
+            batch.push_seq(
+                &s.token_ids,
+                s.num_computed_tokens,
+                &s.block_table,
+                self.kv.block_size,
+                s.samples,
+            );
+            if let Some(st) = self.states.get_mut(&s.id) {
+                if st.started.is_none() {
+                    st.started = Some(now);
+                    st.cached_tokens = s.num_computed_tokens;
+                    self.metrics.add_cached(s.num_computed_tokens);
+                }
+            }
+        }
+        let logits = match self.model.forward(&batch, &mut self.kv) {
+            Ok(l) => l,
+            Err(e) => {
+                // A model fault fails this step's requests, not the engine.
+                for s in &out.scheduled {
+                    if let Some(st) = self.states.remove(&s.id) {
+                        let _ = st.events.send(TokenEvent::Error {
+                            message: format!("forward pass failed: {e}"),
+                        });
+                    }
+                    self.scheduler.finish_request(s.id, FinishReason::Error);
+                }
+                self.publish();
+                return;
+            }
+        };
+        let vocab = self.model.config.vocab_size;
+        let mut sampled = Vec::new();
+        let mut rows = logits.chunks_exact(vocab);
+        for s in out.scheduled.iter().filter(|s| s.samples) {
+            let row = rows.next().expect("one logits row per sampling request");
+            let (Some(st), Some(req)) = (self.states.get_mut(&s.id), self.scheduler.request(s.id))
+            else {
+                continue;
+            };
+            let mut work = row.to_vec();
+            let prev = req.tokens(0, req.num_tokens());
+            let tok = st.sampler.sample(&mut work, &prev);
+            sampled.push((s.id, tok, logprob(row, tok)));
+        }
+        let pairs: Vec<(RequestId, u32)> = sampled.iter().map(|(id, t, _)| (*id, *t)).collect();
+        self.scheduler.update_from_output(&out, &pairs);
+        let ctx = self.model.config.max_position_embeddings;
+        for (id, tok, lp) in sampled {
+            let Some(st) = self.states.get_mut(&id) else {
+                continue;
+            };
+            match st.on_token(&self.tokenizer, tok, lp, ctx) {
+                Progress::Continue => {}
+                Progress::Finished(reason) => self.finish(id, reason),
+                Progress::Disconnected => self.finish(id, FinishReason::Aborted),
+            }
+        }
+        self.metrics
+            .add_step(out.num_scheduled_tokens(), pairs.len());
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.metrics.set_queues(
+            self.scheduler.num_running(),
+            self.scheduler.num_waiting(),
+            self.scheduler.kv_cache().pool().num_used(),
+            self.scheduler.num_preemptions(),
+        );
+    }
+}
