@@ -1,10 +1,44 @@
-//! SwiGLU gating: `silu(gate) · up`, with `silu(x) = x / (1 + e^(−x))` (torch's form).
+//! SwiGLU gating: `silu(gate) · up`, with `silu(x) = x / (1 + e^(−x))` (torch's form) and
+//! the shared `exp` (`crate::exp`), so every SIMD level computes the same values.
+
+use crate::exp::exp_scalar;
+use crate::simd::{simd_level, SimdLevel};
 
 /// `gate[i] = silu(gate[i]) * up[i]`, in place.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    match simd_level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level guarantees AVX-512; lengths checked.
+        SimdLevel::Avx512 => unsafe { avx512(gate, up) },
+        _ => {
+            for (g, u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + exp_scalar(-*g)) * u;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn avx512(gate: &mut [f32], up: &[f32]) {
+    use crate::exp::avx512::exp16;
+    use std::arch::x86_64::*;
+    let n = gate.len();
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < n {
+        let m: u16 = if n - i >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << (n - i)) - 1) as u16
+        };
+        let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
+        let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        let r = _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), u);
+        _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, r);
+        i += 16;
     }
 }
 
@@ -12,10 +46,23 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 mod tests {
     #[test]
     fn silu_values() {
-        let mut g = [0.0f32, 1.0, -30.0];
-        super::silu_mul(&mut g, &[1.0, 2.0, 1.0]);
-        assert_eq!(g[0], 0.0);
-        assert!((g[1] - 2.0 * 0.7310586).abs() < 1e-6);
-        assert!(g[2].abs() < 1e-11);
+        let mut g: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 9.0).collect();
+        let up: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let want: Vec<f64> = g
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| *g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64)
+            .collect();
+        super::silu_mul(&mut g, &up);
+        for (a, b) in g.iter().zip(&want) {
+            assert!(
+                (*a as f64 - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                "{a} vs {b}"
+            );
+        }
+        let mut z = [0.0f32, -30.0];
+        super::silu_mul(&mut z, &[1.0, 1.0]);
+        assert_eq!(z[0], 0.0);
+        assert!(z[1].abs() < 1e-11);
     }
 }

@@ -1,33 +1,74 @@
-//! Causal multi-head attention over a paged KV cache (CPU).
+//! Causal multi-head attention over a paged KV cache (CPU), and the cache's layout.
 //!
-//! Cache layout per layer: `[num_blocks, block_size, n_kv_heads, head_dim]` for K and V.
-//! A sequence's logical position `p` lives in block `block_table[p / block_size]` at
-//! offset `p % block_size`. The query tokens of a sequence are its last `query_len`
-//! positions; query `j` attends to positions `0..=context_len - query_len + j`.
-//! Grouped-query attention: query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+//! Layout per layer and block (`block_size` = 16 positions):
+//! * K: `[num_blocks, n_kv_heads, head_dim, block_size]` — transposed, so the 16
+//!   positions of one dimension are one AVX-512 vector and scores need no horizontal sums;
+//! * V: `[num_blocks, n_kv_heads, block_size, head_dim]`.
 //!
-//! Each (token, head) pair is computed independently (scores, softmax, weighted sum of
-//! V), in parallel, with the same operations whatever else is in the batch.
+//! A sequence's position `p` is in block `block_table[p / 16]` at offset `p % 16`. Its
+//! query tokens are its last `query_len` positions; query `j` attends to positions
+//! `0..=context_len - query_len + j`. Query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+//!
+//! One task per (token, KV head) computes the query heads sharing that KV head:
+//! `score = (Σ_d q[d]·k[d]) · scale` accumulated over `d` in order, softmax with the
+//! shared `exp` (max, `e^(s − max)`, sum over positions in order, times `1/sum`), then
+//! `out = Σ_p prob[p]·v[p]` over positions in order. The arithmetic of a query depends
+//! only on its own row, the cache and its position — never on the rest of the batch.
 
-use crate::dot::{axpy, dot_f32};
-use rayon::prelude::*;
+use crate::aligned::AlignedBuf;
+use crate::exp::exp_scalar;
+use crate::parallel::parallel_for;
+use crate::simd::{simd_level, SimdLevel};
+use std::cell::RefCell;
+
+/// Positions per cache block (fixed: the K layout puts one block's positions in a vector).
+pub const BLOCK: usize = 16;
 
 /// One layer of the paged cache, read-only.
 #[derive(Clone, Copy)]
 pub struct PagedKv<'a> {
     pub k: &'a [f32],
     pub v: &'a [f32],
-    pub block_size: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
 }
 
 impl PagedKv<'_> {
-    #[inline]
-    fn offset(&self, block_table: &[u32], pos: usize, kv_head: usize) -> usize {
-        let block = block_table[pos / self.block_size] as usize;
-        ((block * self.block_size + pos % self.block_size) * self.n_kv_heads + kv_head)
-            * self.head_dim
+    /// Elements of one block of one KV head (K or V).
+    fn head_block(&self) -> usize {
+        self.head_dim * BLOCK
+    }
+
+    /// Start of block `b`, KV head `g` (same offset in K and V).
+    fn offset(&self, b: u32, g: usize) -> usize {
+        (b as usize * self.n_kv_heads + g) * self.head_block()
+    }
+}
+
+/// Elements of one layer's K (or V) cache for `num_blocks` blocks.
+pub fn layer_len(num_blocks: usize, n_kv_heads: usize, head_dim: usize) -> usize {
+    num_blocks * n_kv_heads * head_dim * BLOCK
+}
+
+/// Stores one token's K and V (`[n_kv_heads * head_dim]` each) at cache `slot`.
+pub fn write_kv(
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+    slot: usize,
+    k: &[f32],
+    v: &[f32],
+    n_kv_heads: usize,
+    head_dim: usize,
+) {
+    let (b, off) = (slot / BLOCK, slot % BLOCK);
+    for g in 0..n_kv_heads {
+        let base = (b * n_kv_heads + g) * head_dim * BLOCK;
+        let kh = &k[g * head_dim..(g + 1) * head_dim];
+        for (d, kd) in kh.iter().enumerate() {
+            k_cache[base + d * BLOCK + off] = *kd;
+        }
+        v_cache[base + off * head_dim..base + (off + 1) * head_dim]
+            .copy_from_slice(&v[g * head_dim..(g + 1) * head_dim]);
     }
 }
 
@@ -42,6 +83,23 @@ pub struct AttnSeq<'a> {
     pub block_table: &'a [u32],
 }
 
+thread_local! {
+    static SCORES: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: task (t, g) writes only the heads of KV group g of token t.
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+impl OutPtr {
+    fn at(&self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay within the output slice.
+        unsafe { self.0.add(i) }
+    }
+}
+
 /// `q`, `out`: `[n_tokens, n_heads, head_dim]`. Every token of the batch belongs to
 /// exactly one of `seqs`; their K/V must already be in the cache.
 pub fn paged_attention(
@@ -52,12 +110,33 @@ pub fn paged_attention(
     scale: f32,
     out: &mut [f32],
 ) {
-    let hd = kv.head_dim;
+    paged_attention_at(simd_level(), q, seqs, kv, n_heads, scale, out)
+}
+
+/// `paged_attention` at a given SIMD level (at most the detected one).
+pub fn paged_attention_at(
+    level: SimdLevel,
+    q: &[f32],
+    seqs: &[AttnSeq],
+    kv: &PagedKv,
+    n_heads: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     assert!(
-        n_heads % kv.n_kv_heads == 0,
+        level <= SimdLevel::detect(),
+        "SIMD level {} is not available",
+        level.name()
+    );
+    let (hd, nkv) = (kv.head_dim, kv.n_kv_heads);
+    assert!(
+        n_heads % nkv == 0,
         "n_heads must be a multiple of n_kv_heads"
     );
-    assert_eq!(q.len(), out.len());
+    assert!(
+        q.len() == out.len() && q.len() % (n_heads * hd) == 0,
+        "q/out shape mismatch"
+    );
     let n_tokens = q.len() / (n_heads * hd);
     // Per token: (sequence, number of positions it sees).
     let mut token_seq = vec![(usize::MAX, 0usize); n_tokens];
@@ -67,8 +146,18 @@ pub fn paged_attention(
             "query longer than context"
         );
         assert!(
-            seq.block_table.len() * kv.block_size >= seq.context_len,
+            seq.block_table.len() * BLOCK >= seq.context_len,
             "block table too short"
+        );
+        let max_block = seq
+            .block_table
+            .iter()
+            .map(|b| *b as usize + 1)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            kv.offset(max_block as u32, 0) <= kv.k.len(),
+            "block id out of range"
         );
         for j in 0..seq.query_len {
             token_seq[seq.query_start + j] = (s, seq.context_len - seq.query_len + j + 1);
@@ -78,39 +167,212 @@ pub fn paged_attention(
         token_seq.iter().all(|(s, _)| *s != usize::MAX),
         "a token belongs to no sequence"
     );
-    let group = n_heads / kv.n_kv_heads;
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-        let (t, h) = (i / n_heads, i % n_heads);
+    let group = n_heads / nkv;
+    let optr = OutPtr(out.as_mut_ptr());
+    parallel_for(n_tokens * nkv, &|task| {
+        let (t, g) = (task / nkv, task % nkv);
         let (s, n_pos) = token_seq[t];
         let table = seqs[s].block_table;
-        let qh = &q[i * hd..(i + 1) * hd];
-        let kvh = h / group;
-        let mut scores: Vec<f32> = (0..n_pos)
-            .map(|p| {
-                let off = kv.offset(table, p, kvh);
-                dot_f32(qh, &kv.k[off..off + hd]) * scale
-            })
-            .collect();
-        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
-        }
-        o.fill(0.0);
-        for (p, sc) in scores.iter().enumerate() {
-            let off = kv.offset(table, p, kvh);
-            axpy(sc / sum, &kv.v[off..off + hd], o);
-        }
+        let q_rows = &q[(t * n_heads + g * group) * hd..(t * n_heads + (g + 1) * group) * hd];
+        // SAFETY: this task owns heads g*group..(g+1)*group of token t.
+        let o = unsafe {
+            std::slice::from_raw_parts_mut(optr.at((t * n_heads + g * group) * hd), group * hd)
+        };
+        let n_padded = n_pos.div_ceil(BLOCK) * BLOCK;
+        SCORES.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            sc.resize(group * n_padded);
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the level guarantees AVX-512; shapes checked above.
+                SimdLevel::Avx512 if hd % 16 == 0 && hd <= 512 => unsafe {
+                    avx512::group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o)
+                },
+                _ => scalar_group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o),
+            }
+        });
     });
+}
+
+/// Reference: the same operations, one lane at a time.
+#[allow(clippy::too_many_arguments)]
+fn scalar_group(
+    q: &[f32],
+    table: &[u32],
+    n_pos: usize,
+    kv: &PagedKv,
+    g: usize,
+    group: usize,
+    scale: f32,
+    sc: &mut [f32],
+    o: &mut [f32],
+) {
+    let hd = kv.head_dim;
+    let n_padded = n_pos.div_ceil(BLOCK) * BLOCK;
+    for j in 0..group {
+        let qj = &q[j * hd..(j + 1) * hd];
+        let s = &mut sc[j * n_padded..(j + 1) * n_padded];
+        for (bi, &b) in table[..n_padded / BLOCK].iter().enumerate() {
+            let kb = &kv.k[kv.offset(b, g)..][..hd * BLOCK];
+            for l in 0..BLOCK {
+                let mut acc = 0f32;
+                for d in 0..hd {
+                    acc = qj[d].mul_add(kb[d * BLOCK + l], acc);
+                }
+                s[bi * BLOCK + l] = if bi * BLOCK + l < n_pos {
+                    acc * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+        }
+        softmax_scalar(s, n_pos);
+        let oj = &mut o[j * hd..(j + 1) * hd];
+        oj.fill(0.0);
+        for (p, &pw) in s[..n_pos].iter().enumerate() {
+            let vb = &kv.v[kv.offset(table[p / BLOCK], g)..][..hd * BLOCK];
+            let vr = &vb[(p % BLOCK) * hd..(p % BLOCK + 1) * hd];
+            for d in 0..hd {
+                oj[d] = pw.mul_add(vr[d], oj[d]);
+            }
+        }
+    }
+}
+
+/// In place over `s[..n_padded]` (entries past `n_pos` are -inf): max, e^(s − max), the
+/// sum in 16-lane order (lane `l` sums positions ≡ l mod 16, then a fixed tree), × 1/sum.
+fn softmax_scalar(s: &mut [f32], n_pos: usize) {
+    let max = s[..n_pos].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut lanes = [0f32; BLOCK];
+    for chunk in s.chunks_exact_mut(BLOCK) {
+        for (l, v) in chunk.iter_mut().enumerate() {
+            *v = exp_scalar(*v - max);
+            lanes[l] += *v;
+        }
+    }
+    let inv = 1.0 / tree_sum16(&lanes);
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `_mm512_reduce_add_ps`'s order: halves of 8, then 4, 2, 1.
+fn tree_sum16(l: &[f32; 16]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
+    let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+    let c: [f32; 2] = std::array::from_fn(|i| b[i] + b[i + 2]);
+    c[0] + c[1]
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PagedKv, BLOCK};
+    use crate::exp::avx512::exp16;
+    use std::arch::x86_64::*;
+
+    /// Query heads `j < group` of one token against KV head `g` (see module docs).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub unsafe fn group(
+        q: &[f32],
+        table: &[u32],
+        n_pos: usize,
+        kv: &PagedKv,
+        g: usize,
+        group: usize,
+        scale: f32,
+        sc: &mut [f32],
+        o: &mut [f32],
+    ) {
+        let hd = kv.head_dim;
+        let n_blocks = n_pos.div_ceil(BLOCK);
+        let n_padded = n_blocks * BLOCK;
+        let vscale = _mm512_set1_ps(scale);
+        // Scores: one vector of 16 positions per (query head, block); up to 4 heads at once.
+        for j0 in (0..group).step_by(4) {
+            let nj = (group - j0).min(4);
+            for (bi, &b) in table[..n_blocks].iter().enumerate() {
+                let kb = kv.k.as_ptr().add(kv.offset(b, g));
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for d in 0..hd {
+                    let kd = _mm512_loadu_ps(kb.add(d * BLOCK));
+                    for (jj, a) in acc.iter_mut().enumerate().take(nj) {
+                        *a = _mm512_fmadd_ps(
+                            _mm512_set1_ps(*q.get_unchecked((j0 + jj) * hd + d)),
+                            kd,
+                            *a,
+                        );
+                    }
+                }
+                let valid = n_pos - bi * BLOCK;
+                let mask: u16 = if valid >= BLOCK {
+                    0xFFFF
+                } else {
+                    ((1u32 << valid) - 1) as u16
+                };
+                for (jj, a) in acc.iter().enumerate().take(nj) {
+                    let s = _mm512_mask_blend_ps(
+                        mask,
+                        _mm512_set1_ps(f32::NEG_INFINITY),
+                        _mm512_mul_ps(*a, vscale),
+                    );
+                    _mm512_storeu_ps(sc.as_mut_ptr().add((j0 + jj) * n_padded + bi * BLOCK), s);
+                }
+            }
+        }
+        // Softmax per query head.
+        for j in 0..group {
+            let s = sc.as_mut_ptr().add(j * n_padded);
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            for bi in 0..n_blocks {
+                mx = _mm512_max_ps(mx, _mm512_loadu_ps(s.add(bi * BLOCK)));
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+            let mut sum = _mm512_setzero_ps();
+            for bi in 0..n_blocks {
+                let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s.add(bi * BLOCK)), max));
+                _mm512_storeu_ps(s.add(bi * BLOCK), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            for bi in 0..n_blocks {
+                _mm512_storeu_ps(
+                    s.add(bi * BLOCK),
+                    _mm512_mul_ps(_mm512_loadu_ps(s.add(bi * BLOCK)), inv),
+                );
+            }
+        }
+        // Output: Σ_p prob[p] · v[p], 16 dims per vector, one head at a time.
+        let nv = hd / 16;
+        for j in 0..group {
+            let s = sc.as_ptr().add(j * n_padded);
+            let mut acc = [_mm512_setzero_ps(); 32];
+            for (bi, &b) in table[..n_blocks].iter().enumerate() {
+                let vb = kv.v.as_ptr().add(kv.offset(b, g));
+                let valid = (n_pos - bi * BLOCK).min(BLOCK);
+                for l in 0..valid {
+                    let p = _mm512_set1_ps(*s.add(bi * BLOCK + l));
+                    let vr = vb.add(l * hd);
+                    for (i, a) in acc.iter_mut().enumerate().take(nv) {
+                        *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr.add(16 * i)), *a);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(nv) {
+                _mm512_storeu_ps(o.as_mut_ptr().add(j * hd + 16 * i), *a);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::available_levels;
     use crate::test_util::Lcg;
 
-    /// Dense causal attention over contiguous K/V: `[ctx, n_kv_heads, hd]`.
+    /// Dense causal attention in f64 over contiguous K/V: `[ctx, n_kv_heads, hd]`.
+    #[allow(clippy::too_many_arguments)]
     fn dense(
         q: &[f32],
         k: &[f32],
@@ -148,26 +410,28 @@ mod tests {
         out
     }
 
-    #[test]
-    fn paged_equals_dense_with_scattered_blocks() {
-        let (nh, nkv, hd, bs) = (6, 2, 16, 4);
-        let mut rng = Lcg(3);
-        // Two sequences: one prefill chunk of 5 new tokens over 9 cached, one decode of 1 over 6.
-        let specs = [
-            (14usize, 5usize, vec![7u32, 2, 9, 0]),
-            (6, 1, vec![4u32, 8]),
-        ];
+    fn check(nh: usize, nkv: usize, hd: usize) {
+        let mut rng = Lcg(3 + hd as u64);
+        // Two sequences: a prefill chunk of 5 new tokens over 37 cached, and one decode over 6.
+        let specs = [(42usize, 5usize, vec![7u32, 2, 9]), (6, 1, vec![4u32])];
         let num_blocks = 10;
-        let mut kc = vec![0f32; num_blocks * bs * nkv * hd];
+        let mut kc = vec![0f32; layer_len(num_blocks, nkv, hd)];
         let mut vc = kc.clone();
         let mut dense_kv = Vec::new();
         for (ctx, _, table) in &specs {
             let k: Vec<f32> = (0..ctx * nkv * hd).map(|_| rng.normal()).collect();
             let v: Vec<f32> = (0..ctx * nkv * hd).map(|_| rng.normal()).collect();
             for p in 0..*ctx {
-                let dst = ((table[p / bs] as usize * bs + p % bs) * nkv) * hd;
-                kc[dst..dst + nkv * hd].copy_from_slice(&k[p * nkv * hd..(p + 1) * nkv * hd]);
-                vc[dst..dst + nkv * hd].copy_from_slice(&v[p * nkv * hd..(p + 1) * nkv * hd]);
+                let slot = table[p / BLOCK] as usize * BLOCK + p % BLOCK;
+                write_kv(
+                    &mut kc,
+                    &mut vc,
+                    slot,
+                    &k[p * nkv * hd..(p + 1) * nkv * hd],
+                    &v[p * nkv * hd..(p + 1) * nkv * hd],
+                    nkv,
+                    hd,
+                );
             }
             dense_kv.push((k, v));
         }
@@ -177,7 +441,7 @@ mod tests {
             AttnSeq {
                 query_start: 0,
                 query_len: 5,
-                context_len: 14,
+                context_len: 42,
                 block_table: &specs[0].2,
             },
             AttnSeq {
@@ -190,31 +454,74 @@ mod tests {
         let kv = PagedKv {
             k: &kc,
             v: &vc,
-            block_size: bs,
             n_kv_heads: nkv,
             head_dim: hd,
         };
-        let mut out = vec![0f32; q.len()];
-        paged_attention(&q, &seqs, &kv, nh, 1.0 / (hd as f32).sqrt(), &mut out);
-        let mut start = 0;
-        for ((ctx, ql, _), (k, v)) in specs.iter().zip(&dense_kv) {
-            let want = dense(
-                &q[start * nh * hd..(start + ql) * nh * hd],
-                k,
-                v,
-                *ctx,
-                *ql,
+        for level in available_levels() {
+            let mut out = vec![0f32; q.len()];
+            paged_attention_at(
+                level,
+                &q,
+                &seqs,
+                &kv,
                 nh,
-                nkv,
-                hd,
+                1.0 / (hd as f32).sqrt(),
+                &mut out,
             );
-            for (a, b) in out[start * nh * hd..(start + ql) * nh * hd]
-                .iter()
-                .zip(&want)
-            {
-                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            let mut start = 0;
+            for ((ctx, ql, _), (k, v)) in specs.iter().zip(&dense_kv) {
+                let want = dense(
+                    &q[start * nh * hd..(start + ql) * nh * hd],
+                    k,
+                    v,
+                    *ctx,
+                    *ql,
+                    nh,
+                    nkv,
+                    hd,
+                );
+                for (a, b) in out[start * nh * hd..(start + ql) * nh * hd]
+                    .iter()
+                    .zip(&want)
+                {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-5,
+                        "{} hd={hd}: {a} vs {b}",
+                        level.name()
+                    );
+                }
+                start += ql;
             }
-            start += ql;
+            // A token alone gives the same bits as inside the batch (last query of seq 0).
+            let one = AttnSeq {
+                query_start: 0,
+                query_len: 1,
+                context_len: 42,
+                block_table: &specs[0].2,
+            };
+            let mut alone = vec![0f32; nh * hd];
+            paged_attention_at(
+                level,
+                &q[4 * nh * hd..5 * nh * hd],
+                &[one],
+                &kv,
+                nh,
+                1.0 / (hd as f32).sqrt(),
+                &mut alone,
+            );
+            assert_eq!(
+                alone,
+                out[4 * nh * hd..5 * nh * hd],
+                "{}: batch changed a token's bits",
+                level.name()
+            );
         }
+    }
+
+    #[test]
+    fn paged_equals_dense_with_scattered_blocks() {
+        check(6, 2, 16);
+        check(9, 3, 64);
+        check(4, 4, 8); // head_dim not a multiple of 16: the portable path
     }
 }

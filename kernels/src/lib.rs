@@ -3,15 +3,18 @@
 //! Weights stay in their stored type (`DType`: f32/f16/bf16 or a GGML block format)
 //! and are expanded inside the SIMD loops; activations and accumulation are f32.
 //! Each kernel has a scalar reference (`dot::scalar`) and AVX2 / AVX-512 versions chosen
-//! at run time (`simd::simd_level`, overridable with `KEEL_SIMD`). Parallel kernels use
-//! the current rayon pool, so callers control the thread count.
+//! at run time (`simd::simd_level`, overridable with `KEEL_SIMD`). Parallel kernels run
+//! on the crate's own fork-join pool (`parallel`), sized by `parallel::set_num_threads`.
 
 pub mod activation;
+pub mod aligned;
 pub mod attention;
 pub mod dot;
 pub mod dtype;
+pub mod exp;
 pub mod matmul;
 pub mod norm;
+pub mod parallel;
 pub mod quant;
 pub mod rope;
 pub mod simd;

@@ -16,33 +16,25 @@ pub enum RopeStyle {
     Interleaved,
 }
 
-/// Rotates every head of one token's `x` (`[n_heads, head_dim]`) to `position`.
-/// `inv_freq` has `head_dim / 2` entries (full rotary dimension).
-pub fn apply_rope(
-    x: &mut [f32],
-    head_dim: usize,
-    position: u32,
-    inv_freq: &[f32],
-    style: RopeStyle,
-) {
+/// cos and sin of `position · inv_freq[i]` (one f32 product each, correctly rounded trig),
+/// for `apply_rope`; computed once per token and shared by every layer.
+pub fn rope_cos_sin(position: u32, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for (i, f) in inv_freq.iter().enumerate() {
+        let theta = (position as f32 * f) as f64;
+        cos[i] = theta.cos() as f32;
+        sin[i] = theta.sin() as f32;
+    }
+}
+
+/// Rotates every head of one token's `x` (`[n_heads, head_dim]`) by the angles whose
+/// cos/sin (`head_dim / 2` each) come from `rope_cos_sin`.
+pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = head_dim / 2;
-    assert_eq!(
-        inv_freq.len(),
-        half,
-        "apply_rope: inv_freq must have head_dim/2 entries"
+    assert!(
+        cos.len() == half && sin.len() == half,
+        "apply_rope: cos/sin must have head_dim/2 entries"
     );
     assert!(x.len() % head_dim == 0, "apply_rope: x is not whole heads");
-    let mut cos = [0f32; 256];
-    let mut sin = [0f32; 256];
-    assert!(
-        half <= 256,
-        "apply_rope: head_dim over 512 is not supported"
-    );
-    for i in 0..half {
-        let theta = position as f32 * inv_freq[i];
-        cos[i] = (theta as f64).cos() as f32;
-        sin[i] = (theta as f64).sin() as f32;
-    }
     for head in x.chunks_exact_mut(head_dim) {
         for i in 0..half {
             let (a, b) = match style {
@@ -71,16 +63,19 @@ mod tests {
             inter[2 * i] = neox[i];
             inter[2 * i + 1] = neox[i + 4];
         }
+        let (mut cos, mut sin) = ([0f32; 4], [0f32; 4]);
+        rope_cos_sin(7, &inv_freq, &mut cos, &mut sin);
         let mut a = neox.clone();
-        apply_rope(&mut a, head_dim, 7, &inv_freq, RopeStyle::NeoX);
-        apply_rope(&mut inter, head_dim, 7, &inv_freq, RopeStyle::Interleaved);
+        apply_rope(&mut a, head_dim, &cos, &sin, RopeStyle::NeoX);
+        apply_rope(&mut inter, head_dim, &cos, &sin, RopeStyle::Interleaved);
         for i in 0..4 {
             assert_eq!(a[i], inter[2 * i]);
             assert_eq!(a[i + 4], inter[2 * i + 1]);
         }
         // Position 0 is the identity; rotation preserves the norm.
         let mut z = neox.clone();
-        apply_rope(&mut z, head_dim, 0, &inv_freq, RopeStyle::NeoX);
+        rope_cos_sin(0, &inv_freq, &mut cos, &mut sin);
+        apply_rope(&mut z, head_dim, &cos, &sin, RopeStyle::NeoX);
         assert_eq!(z, neox);
         let n0: f32 = neox.iter().map(|v| v * v).sum();
         let n1: f32 = a.iter().map(|v| v * v).sum();

@@ -13,7 +13,7 @@ pub enum SimdLevel {
     Scalar,
     /// AVX2 + FMA + F16C.
     Avx2,
-    /// AVX-512 F + BW (+ the AVX2 set).
+    /// AVX-512 F + BW + VL (+ the AVX2 set).
     Avx512,
 }
 

@@ -1,5 +1,5 @@
-//! Paged KV cache storage (CPU): per layer, K and V as
-//! `[num_blocks, block_size, num_kv_heads, head_dim]` f32.
+//! Paged KV cache storage (CPU): per layer, K and V in the block layout of
+//! `keel_kernels::attention` (K transposed within a block), f32.
 //!
 //! A token's *slot* is `block_id * block_size + offset`; which blocks a sequence owns is
 //! the scheduler's business (block tables), this type only stores and hands out views.
@@ -7,10 +7,10 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use keel_kernels::attention::PagedKv;
+use keel_kernels::attention::{layer_len, write_kv, PagedKv};
 
 /// Tokens per block (vLLM's default; DESIGN.md fixes it).
-pub const BLOCK_SIZE: usize = 16;
+pub const BLOCK_SIZE: usize = keel_kernels::attention::BLOCK;
 
 pub struct KvCache {
     pub block_size: usize,
@@ -28,9 +28,10 @@ impl KvCache {
                 "the KV cache needs at least one block".into(),
             ));
         }
-        let per_layer = num_blocks
+        num_blocks
             .checked_mul(BLOCK_SIZE * cfg.num_kv_heads * cfg.head_dim)
             .ok_or_else(|| Error::OutOfCache(format!("{num_blocks} blocks overflow")))?;
+        let per_layer = layer_len(num_blocks, cfg.num_kv_heads, cfg.head_dim);
         let mut k = Vec::with_capacity(cfg.num_layers);
         let mut v = Vec::with_capacity(cfg.num_layers);
         for _ in 0..cfg.num_layers {
@@ -62,17 +63,21 @@ impl KvCache {
 
     /// Stores one token's K and V (`[num_kv_heads * head_dim]` each) of `layer` at `slot`.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        let w = self.num_kv_heads * self.head_dim;
-        let off = slot * w;
-        self.k[layer][off..off + w].copy_from_slice(k);
-        self.v[layer][off..off + w].copy_from_slice(v);
+        write_kv(
+            &mut self.k[layer],
+            &mut self.v[layer],
+            slot,
+            k,
+            v,
+            self.num_kv_heads,
+            self.head_dim,
+        );
     }
 
     pub fn layer(&self, layer: usize) -> PagedKv<'_> {
         PagedKv {
             k: &self.k[layer],
             v: &self.v[layer],
-            block_size: self.block_size,
             n_kv_heads: self.num_kv_heads,
             head_dim: self.head_dim,
         }

@@ -7,33 +7,54 @@
 //!
 //! Activations and accumulation are f32; weights are read in their stored dtype. Every
 //! token's arithmetic is independent of the other tokens in the batch (see
-//! `keel_kernels::matmul`), so results do not depend on batch composition.
+//! `keel_kernels::matmul` and `keel_kernels::attention`), so results do not depend on
+//! batch composition. Activation buffers live in a `Workspace` reused across steps
+//! (64-byte aligned, grown on demand), so a steady decode loop does not allocate.
 
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::forward_batch::ForwardBatch;
 use crate::kv_cache::KvCache;
 use crate::tensor::Tensor;
 use crate::weights::ModelWeights;
 use keel_kernels::activation::silu_mul;
+use keel_kernels::aligned::AlignedBuf;
 use keel_kernels::attention::{paged_attention, AttnSeq};
 use keel_kernels::matmul::matmul;
 use keel_kernels::norm::rms_norm;
-use keel_kernels::rope::apply_rope;
-use keel_kernels::WeightMatrix;
+use keel_kernels::rope::{apply_rope, rope_cos_sin};
+use std::sync::Mutex;
 
 pub struct Model {
     pub config: ModelConfig,
     pub weights: ModelWeights,
     inv_freq: Vec<f32>,
+    workspace: Mutex<Workspace>,
 }
 
-/// `out = x · Wᵀ (+ bias)`, `x` `[n, in]`, returning `[n, out]`.
-fn linear(w: &Tensor, bias: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
-    let m: WeightMatrix = w.matrix()?;
+/// Activation buffers of one forward pass; shapes in the comments of `forward`.
+#[derive(Default)]
+struct Workspace {
+    x: AlignedBuf,
+    normed: AlignedBuf,
+    q: AlignedBuf,
+    k: AlignedBuf,
+    v: AlignedBuf,
+    attn: AlignedBuf,
+    proj: AlignedBuf,
+    gate: AlignedBuf,
+    up: AlignedBuf,
+    last: AlignedBuf,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// `out = x · Wᵀ (+ bias)`, `x` `[n, in]`, `out` resized to `[n, out]`.
+fn linear(w: &Tensor, bias: Option<&Vec<f32>>, x: &[f32], out: &mut AlignedBuf) -> Result<()> {
+    let m = w.matrix()?;
     let n = x.len() / m.cols;
-    let mut out = vec![0f32; n * m.rows];
-    matmul(&m, x, &mut out);
+    out.resize(n * m.rows);
+    matmul(&m, x, out);
     if let Some(b) = bias {
         for row in out.chunks_exact_mut(m.rows) {
             for (o, b) in row.iter_mut().zip(b) {
@@ -41,7 +62,7 @@ fn linear(w: &Tensor, bias: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 impl Model {
@@ -51,6 +72,7 @@ impl Model {
             config,
             weights,
             inv_freq,
+            workspace: Mutex::new(Workspace::default()),
         }
     }
 
@@ -59,18 +81,35 @@ impl Model {
     pub fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>> {
         let cfg = &self.config;
         batch.validate(cfg.vocab_size, kv.num_slots(), kv.block_size)?;
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
         let n = batch.num_tokens();
         if n == 0 {
             return Ok(Vec::new());
         }
+        let mut guard = self
+            .workspace
+            .lock()
+            .map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
+        let ws = &mut *guard;
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+        let half = hd / 2;
 
         // [n, hidden]
-        let mut x = vec![0f32; n * h];
+        ws.x.resize(n * h);
         let embed = self.weights.embed.matrix()?;
         for (t, &id) in batch.token_ids.iter().enumerate() {
-            embed.dequantize_row_into(id as usize, &mut x[t * h..(t + 1) * h]);
+            embed.dequantize_row_into(id as usize, &mut ws.x[t * h..(t + 1) * h]);
+        }
+        // [n, head_dim / 2] each, shared by all layers.
+        ws.cos.resize(n * half, 0.0);
+        ws.sin.resize(n * half, 0.0);
+        for (t, &pos) in batch.positions.iter().enumerate() {
+            rope_cos_sin(
+                pos,
+                &self.inv_freq,
+                &mut ws.cos[t * half..(t + 1) * half],
+                &mut ws.sin[t * half..(t + 1) * half],
+            );
         }
         let seqs: Vec<AttnSeq> = batch
             .seqs
@@ -83,67 +122,72 @@ impl Model {
             })
             .collect();
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut normed = vec![0f32; n * h];
-        let mut attn = vec![0f32; n * nh * hd];
+        ws.normed.resize(n * h);
+        ws.attn.resize(n * nh * hd);
 
         for (l, lw) in self.weights.layers.iter().enumerate() {
-            rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut normed);
-            let mut q = linear(&lw.wq, lw.bq.as_ref(), &normed)?; // [n, nh*hd]
-            let mut k = linear(&lw.wk, lw.bk.as_ref(), &normed)?; // [n, nkv*hd]
-            let v = linear(&lw.wv, lw.bv.as_ref(), &normed)?; // [n, nkv*hd]
+            rms_norm(&ws.x, &lw.attn_norm, cfg.rms_norm_eps, &mut ws.normed);
+            linear(&lw.wq, lw.bq.as_ref(), &ws.normed, &mut ws.q)?; // [n, nh*hd]
+            linear(&lw.wk, lw.bk.as_ref(), &ws.normed, &mut ws.k)?; // [n, nkv*hd]
+            linear(&lw.wv, lw.bv.as_ref(), &ws.normed, &mut ws.v)?; // [n, nkv*hd]
+            let kv_w = nkv * hd;
             for t in 0..n {
-                let pos = batch.positions[t];
+                let (cos, sin) = (
+                    &ws.cos[t * half..(t + 1) * half],
+                    &ws.sin[t * half..(t + 1) * half],
+                );
                 apply_rope(
-                    &mut q[t * nh * hd..(t + 1) * nh * hd],
+                    &mut ws.q[t * nh * hd..(t + 1) * nh * hd],
                     hd,
-                    pos,
-                    &self.inv_freq,
+                    cos,
+                    sin,
                     cfg.rope_style,
                 );
                 apply_rope(
-                    &mut k[t * nkv * hd..(t + 1) * nkv * hd],
+                    &mut ws.k[t * kv_w..(t + 1) * kv_w],
                     hd,
-                    pos,
-                    &self.inv_freq,
+                    cos,
+                    sin,
                     cfg.rope_style,
                 );
-                let kv_w = nkv * hd;
                 kv.write(
                     l,
                     batch.slot_mapping[t] as usize,
-                    &k[t * kv_w..(t + 1) * kv_w],
-                    &v[t * kv_w..(t + 1) * kv_w],
+                    &ws.k[t * kv_w..(t + 1) * kv_w],
+                    &ws.v[t * kv_w..(t + 1) * kv_w],
                 );
             }
-            paged_attention(&q, &seqs, &kv.layer(l), nh, scale, &mut attn);
-            let o = linear(&lw.wo, None, &attn)?; // [n, hidden]
-            for (xi, oi) in x.iter_mut().zip(&o) {
+            paged_attention(&ws.q, &seqs, &kv.layer(l), nh, scale, &mut ws.attn);
+            linear(&lw.wo, None, &ws.attn, &mut ws.proj)?; // [n, hidden]
+            for (xi, oi) in ws.x.iter_mut().zip(ws.proj.iter()) {
                 *xi += oi;
             }
 
-            rms_norm(&x, &lw.ffn_norm, cfg.rms_norm_eps, &mut normed);
-            let mut gate = linear(&lw.w_gate, None, &normed)?; // [n, ff]
-            let up = linear(&lw.w_up, None, &normed)?;
-            silu_mul(&mut gate, &up);
-            let down = linear(&lw.w_down, None, &gate)?; // [n, hidden]
-            for (xi, di) in x.iter_mut().zip(&down) {
+            rms_norm(&ws.x, &lw.ffn_norm, cfg.rms_norm_eps, &mut ws.normed);
+            linear(&lw.w_gate, None, &ws.normed, &mut ws.gate)?; // [n, ff]
+            linear(&lw.w_up, None, &ws.normed, &mut ws.up)?;
+            silu_mul(&mut ws.gate, &ws.up);
+            linear(&lw.w_down, None, &ws.gate, &mut ws.proj)?; // [n, hidden]
+            for (xi, di) in ws.x.iter_mut().zip(ws.proj.iter()) {
                 *xi += di;
             }
         }
 
         // Only the requested rows go through the final norm and the (large) lm_head.
         let m = batch.logits_indices.len();
-        let mut last = vec![0f32; m * h];
+        ws.last.resize(m * h);
         for (i, &t) in batch.logits_indices.iter().enumerate() {
-            last[i * h..(i + 1) * h].copy_from_slice(&x[t * h..(t + 1) * h]);
+            ws.last[i * h..(i + 1) * h].copy_from_slice(&ws.x[t * h..(t + 1) * h]);
         }
-        let mut last_normed = vec![0f32; m * h];
+        ws.normed.resize(m * h);
         rms_norm(
-            &last,
+            &ws.last,
             &self.weights.final_norm,
             cfg.rms_norm_eps,
-            &mut last_normed,
+            &mut ws.normed,
         );
-        linear(&self.weights.lm_head, None, &last_normed)
+        let mut logits = AlignedBuf::new();
+        linear(&self.weights.lm_head, None, &ws.normed, &mut logits)?;
+        Ok(logits.to_vec())
     }
 }

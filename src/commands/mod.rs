@@ -77,16 +77,13 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     Ok((v * mult) as usize)
 }
 
-/// Sets the global rayon pool size (kernels use the current pool).
+/// Sets the kernels' thread count (default: one per CPU).
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
             return Err(UsageError("--threads must be at least 1".into()).into());
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting up the thread pool")?;
+        keel_kernels::parallel::set_num_threads(n);
     }
     Ok(())
 }

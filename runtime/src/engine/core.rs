@@ -205,6 +205,10 @@ impl EngineCore {
         }
         let pairs: Vec<(RequestId, u32)> = sampled.iter().map(|(id, t, _)| (*id, *t)).collect();
         self.scheduler.update_from_output(&out, &pairs);
+        // Counted before any event goes out, so a client that saw its last token also
+        // sees the step that made it in the metrics.
+        self.metrics
+            .add_step(out.num_scheduled_tokens(), pairs.len());
         let ctx = self.model.config.max_position_embeddings;
         for (id, tok, lp) in sampled {
             let Some(st) = self.states.get_mut(&id) else {
@@ -216,8 +220,6 @@ impl EngineCore {
                 Progress::Disconnected => self.finish(id, FinishReason::Aborted),
             }
         }
-        self.metrics
-            .add_step(out.num_scheduled_tokens(), pairs.len());
         self.publish();
     }
 

@@ -182,7 +182,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
     let decode_tokens = out_tokens.saturating_sub(a.num_prompts);
     let r = json!({
         "model": name,
-        "threads": rayon::current_num_threads(),
+        "threads": keel_kernels::parallel::num_threads(),
         "simd": keel_kernels::simd_level().name(),
         "num_prompts": a.num_prompts,
         "input_len": a.input_len,
@@ -217,7 +217,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
             a.num_prompts,
             a.input_len,
             a.output_len,
-            rayon::current_num_threads(),
+            keel_kernels::parallel::num_threads(),
             keel_kernels::simd_level().name()
         );
         println!(

@@ -130,7 +130,7 @@ pub fn run(a: SingleArgs) -> Result<()> {
             loaded.name,
             model.weights.embed.dtype,
             model.weights.num_parameters() as f64 / 1e6,
-            rayon::current_num_threads(),
+            keel_kernels::parallel::num_threads(),
             keel_kernels::simd_level().name()
         );
     }
@@ -140,7 +140,7 @@ pub fn run(a: SingleArgs) -> Result<()> {
         let mut obj = json!({
             "model": loaded.name,
             "model_path": loaded.path,
-            "threads": rayon::current_num_threads(),
+            "threads": keel_kernels::parallel::num_threads(),
             "simd": keel_kernels::simd_level().name(),
             "n_prompt": a.n_prompt,
             "n_gen": a.n_gen,

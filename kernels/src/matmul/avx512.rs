@@ -1,0 +1,355 @@
+//! AVX-512 matmul kernels: fused multi-row GEMV for one token, SIMD row expansion, and a
+//! register-tiled micro-kernel (up to 4 rows × 2 tokens) over expanded rows.
+//!
+//! Every output `(row r, token t)` is computed with the accumulation order defined in
+//! `dot/avx512.rs`: two 16-lane accumulators over 32-element chunks (`acc0` gets
+//! elements `32c..32c+16`, `acc1` the next 16), a zero-filled (masked) last chunk, then
+//! `reduce_add(acc0 + acc1)`. Tiles only interleave independent chains, so a token gets
+//! the same bits from the GEMV, from any tile shape, and from `dot::dot_row`.
+//!
+//! Safety: callers guarantee the `avx512f`, `avx512bw`, `avx512vl` and `f16c` CPU
+//! features and in-bounds pointers: every weight row holds `k` elements of its dtype,
+//! every activation row `k` f32.
+
+use crate::dtype::DType;
+use crate::quant::dequantize_block;
+use std::arch::x86_64::*;
+
+type Acc = (__m512, __m512);
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn f16_scale(p: *const u8) -> __m512 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))))
+}
+
+/// Masks for the two halves of a final chunk of `rem` (1..32) elements.
+#[inline]
+fn tail_masks(rem: usize) -> (u16, u16) {
+    let lo = if rem >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << rem) - 1) as u16
+    };
+    let hi = if rem <= 16 {
+        0
+    } else {
+        ((1u32 << (rem - 16)) - 1) as u16
+    };
+    (lo, hi)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn fma_chunk(w0: __m512, w1: __m512, x0: __m512, x1: __m512, acc: &mut Acc) {
+    acc.0 = _mm512_fmadd_ps(w0, x0, acc.0);
+    acc.1 = _mm512_fmadd_ps(w1, x1, acc.1);
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn reduce(acc: Acc) -> f32 {
+    _mm512_reduce_add_ps(_mm512_add_ps(acc.0, acc.1))
+}
+
+/// A weight format whose rows are expanded in registers, 32 elements ("a chunk") at a
+/// time, with the reference dequantizer's exact operations.
+pub(crate) trait Chunked {
+    /// Bytes one 32-element chunk takes in a row.
+    const BYTES: usize;
+    /// The chunk at `p` as two halves of 16 f32.
+    unsafe fn load(p: *const u8) -> (__m512, __m512);
+}
+
+pub(crate) struct F32s;
+pub(crate) struct F16s;
+pub(crate) struct BF16s;
+pub(crate) struct Q8_0s;
+pub(crate) struct Q4_0s;
+pub(crate) struct Q4_1s;
+
+impl Chunked for F32s {
+    const BYTES: usize = 128;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(p: *const u8) -> (__m512, __m512) {
+        let p = p as *const f32;
+        (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+    }
+}
+
+impl Chunked for F16s {
+    const BYTES: usize = 64;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(p: *const u8) -> (__m512, __m512) {
+        (
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i)),
+        )
+    }
+}
+
+impl Chunked for BF16s {
+    const BYTES: usize = 64;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(p: *const u8) -> (__m512, __m512) {
+        let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+        let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.add(32) as *const __m256i));
+        (
+            _mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)),
+            _mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)),
+        )
+    }
+}
+
+impl Chunked for Q8_0s {
+    const BYTES: usize = 34;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(b: *const u8) -> (__m512, __m512) {
+        let d = f16_scale(b);
+        let q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i));
+        let q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i));
+        (
+            _mm512_mul_ps(_mm512_cvtepi32_ps(q0), d),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(q1), d),
+        )
+    }
+}
+
+impl Chunked for Q4_0s {
+    const BYTES: usize = 18;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(b: *const u8) -> (__m512, __m512) {
+        let d = f16_scale(b);
+        let (lo, hi) = nibbles(b.add(2));
+        let eight = _mm512_set1_epi32(8);
+        (
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)), d),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)), d),
+        )
+    }
+}
+
+impl Chunked for Q4_1s {
+    const BYTES: usize = 20;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(b: *const u8) -> (__m512, __m512) {
+        let d = f16_scale(b);
+        let m = f16_scale(b.add(2));
+        let (lo, hi) = nibbles(b.add(4));
+        (
+            _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), m),
+            _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(hi), d), m),
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
+    let v = _mm_loadu_si128(p as *const __m128i);
+    let m = _mm_set1_epi8(0x0F);
+    (
+        _mm512_cvtepu8_epi32(_mm_and_si128(v, m)),
+        _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)),
+    )
+}
+
+/// `R` rows of format `W` (`k` elements each) dotted with one token `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn gemv_chunked<W: Chunked, const R: usize>(
+    dtype: DType,
+    rows: [*const u8; R],
+    x: *const f32,
+    k: usize,
+    out: &mut [f32; R],
+) {
+    let mut acc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); R];
+    let full = k / 32;
+    for c in 0..full {
+        let x0 = _mm512_loadu_ps(x.add(32 * c));
+        let x1 = _mm512_loadu_ps(x.add(32 * c + 16));
+        for r in 0..R {
+            let (w0, w1) = W::load(rows[r].add(c * W::BYTES));
+            fma_chunk(w0, w1, x0, x1, &mut acc[r]);
+        }
+    }
+    let rem = k - 32 * full;
+    if rem > 0 {
+        // Only float rows have partial chunks: expand the tail through a padded copy.
+        let (m0, m1) = tail_masks(rem);
+        let x0 = _mm512_maskz_loadu_ps(m0, x.add(32 * full));
+        let x1 = _mm512_maskz_loadu_ps(m1, x.add(32 * full + 16));
+        let eb = dtype.block_bytes();
+        for r in 0..R {
+            let mut buf = [0f32; 32];
+            crate::quant::dequantize_row(
+                dtype,
+                std::slice::from_raw_parts(rows[r].add(full * 32 * eb), rem * eb),
+                &mut buf[..rem],
+            );
+            fma_chunk(
+                _mm512_loadu_ps(buf.as_ptr()),
+                _mm512_loadu_ps(buf.as_ptr().add(16)),
+                x0,
+                x1,
+                &mut acc[r],
+            );
+        }
+    }
+    for r in 0..R {
+        out[r] = reduce(acc[r]);
+    }
+}
+
+/// Block formats without a chunk loader: each block through the reference dequantizer.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn gemv_blocks<const R: usize>(
+    dtype: DType,
+    rows: [*const u8; R],
+    x: *const f32,
+    k: usize,
+    out: &mut [f32; R],
+) {
+    let mut acc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); R];
+    let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
+    let mut buf = [0f32; 256];
+    for blk in 0..k / bs {
+        for r in 0..R {
+            dequantize_block(
+                dtype,
+                std::slice::from_raw_parts(rows[r].add(blk * bb), bb),
+                &mut buf[..bs],
+            );
+            for j in (0..bs).step_by(32) {
+                let xp = x.add(blk * bs + j);
+                fma_chunk(
+                    _mm512_loadu_ps(buf.as_ptr().add(j)),
+                    _mm512_loadu_ps(buf.as_ptr().add(j + 16)),
+                    _mm512_loadu_ps(xp),
+                    _mm512_loadu_ps(xp.add(16)),
+                    &mut acc[r],
+                );
+            }
+        }
+    }
+    for r in 0..R {
+        out[r] = reduce(acc[r]);
+    }
+}
+
+/// `R` rows (stored as `dtype`, `k` elements each) dotted with one token `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub unsafe fn gemv<const R: usize>(
+    dtype: DType,
+    rows: [*const u8; R],
+    x: *const f32,
+    k: usize,
+    out: &mut [f32; R],
+) {
+    match dtype {
+        DType::F32 => gemv_chunked::<F32s, R>(dtype, rows, x, k, out),
+        DType::F16 => gemv_chunked::<F16s, R>(dtype, rows, x, k, out),
+        DType::BF16 => gemv_chunked::<BF16s, R>(dtype, rows, x, k, out),
+        DType::Q8_0 => gemv_chunked::<Q8_0s, R>(dtype, rows, x, k, out),
+        DType::Q4_0 => gemv_chunked::<Q4_0s, R>(dtype, rows, x, k, out),
+        DType::Q4_1 => gemv_chunked::<Q4_1s, R>(dtype, rows, x, k, out),
+        DType::Q5_0 | DType::Q4K | DType::Q6K => gemv_blocks::<R>(dtype, rows, x, k, out),
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn expand_chunked<W: Chunked>(dtype: DType, row: *const u8, k: usize, out: &mut [f32]) {
+    let full = k / 32;
+    for c in 0..full {
+        let (w0, w1) = W::load(row.add(c * W::BYTES));
+        _mm512_storeu_ps(out.as_mut_ptr().add(32 * c), w0);
+        _mm512_storeu_ps(out.as_mut_ptr().add(32 * c + 16), w1);
+    }
+    if k > 32 * full {
+        let eb = dtype.block_bytes();
+        crate::quant::dequantize_row(
+            dtype,
+            std::slice::from_raw_parts(row.add(32 * full * eb), (k - 32 * full) * eb),
+            &mut out[32 * full..k],
+        );
+    }
+}
+
+/// Expands one row (`k` elements of `dtype`) into `out` with the exact values of the
+/// reference dequantizer.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]) {
+    match dtype {
+        DType::F32 => expand_chunked::<F32s>(dtype, row, k, out),
+        DType::F16 => expand_chunked::<F16s>(dtype, row, k, out),
+        DType::BF16 => expand_chunked::<BF16s>(dtype, row, k, out),
+        DType::Q8_0 => expand_chunked::<Q8_0s>(dtype, row, k, out),
+        DType::Q4_0 => expand_chunked::<Q4_0s>(dtype, row, k, out),
+        DType::Q4_1 => expand_chunked::<Q4_1s>(dtype, row, k, out),
+        DType::Q5_0 | DType::Q4K | DType::Q6K => {
+            let bytes = dtype.row_bytes(k).expect("whole blocks");
+            crate::quant::dequantize_row(
+                dtype,
+                std::slice::from_raw_parts(row, bytes),
+                &mut out[..k],
+            );
+        }
+    }
+}
+
+/// `R` expanded f32 rows × `C` tokens: `out[r][c] = w[r] · x[c]` over `k` elements.
+/// Each row chunk is loaded once and used for all `C` tokens; each token chunk is used
+/// for all `R` rows (so with `R = 6` a token's activations are read once per 6 rows).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub unsafe fn tile<const R: usize, const C: usize>(
+    w: [*const f32; R],
+    x: [*const f32; C],
+    k: usize,
+    out: &mut [[f32; C]; R],
+) {
+    let mut acc = [[(_mm512_setzero_ps(), _mm512_setzero_ps()); C]; R];
+    let full = k / 32;
+    for ch in 0..full {
+        let o = 32 * ch;
+        let mut xv = [(_mm512_setzero_ps(), _mm512_setzero_ps()); C];
+        for c in 0..C {
+            xv[c] = (
+                _mm512_loadu_ps(x[c].add(o)),
+                _mm512_loadu_ps(x[c].add(o + 16)),
+            );
+        }
+        for r in 0..R {
+            let w0 = _mm512_loadu_ps(w[r].add(o));
+            let w1 = _mm512_loadu_ps(w[r].add(o + 16));
+            for c in 0..C {
+                fma_chunk(w0, w1, xv[c].0, xv[c].1, &mut acc[r][c]);
+            }
+        }
+    }
+    let rem = k - 32 * full;
+    if rem > 0 {
+        let (m0, m1) = tail_masks(rem);
+        let o = 32 * full;
+        for c in 0..C {
+            let x0 = _mm512_maskz_loadu_ps(m0, x[c].add(o));
+            let x1 = _mm512_maskz_loadu_ps(m1, x[c].add(o + 16));
+            for r in 0..R {
+                let w0 = _mm512_maskz_loadu_ps(m0, w[r].add(o));
+                let w1 = _mm512_maskz_loadu_ps(m1, w[r].add(o + 16));
+                fma_chunk(w0, w1, x0, x1, &mut acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = reduce(acc[r][c]);
+        }
+    }
+}
