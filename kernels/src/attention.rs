@@ -102,14 +102,7 @@ impl OutPtr {
 
 /// `q`, `out`: `[n_tokens, n_heads, head_dim]`. Every token of the batch belongs to
 /// exactly one of `seqs`; their K/V must already be in the cache.
-pub fn paged_attention(
-    q: &[f32],
-    seqs: &[AttnSeq],
-    kv: &PagedKv,
-    n_heads: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
+pub fn paged_attention(q: &[f32], seqs: &[AttnSeq], kv: &PagedKv, n_heads: usize, scale: f32, out: &mut [f32]) {
     paged_attention_at(simd_level(), q, seqs, kv, n_heads, scale, out)
 }
 
@@ -123,50 +116,23 @@ pub fn paged_attention_at(
     scale: f32,
     out: &mut [f32],
 ) {
-    assert!(
-        level <= SimdLevel::detect(),
-        "SIMD level {} is not available",
-        level.name()
-    );
+    assert!(level <= SimdLevel::detect(), "SIMD level {} is not available", level.name());
     let (hd, nkv) = (kv.head_dim, kv.n_kv_heads);
-    assert!(
-        n_heads % nkv == 0,
-        "n_heads must be a multiple of n_kv_heads"
-    );
-    assert!(
-        q.len() == out.len() && q.len() % (n_heads * hd) == 0,
-        "q/out shape mismatch"
-    );
+    assert!(n_heads % nkv == 0, "n_heads must be a multiple of n_kv_heads");
+    assert!(q.len() == out.len() && q.len() % (n_heads * hd) == 0, "q/out shape mismatch");
     let n_tokens = q.len() / (n_heads * hd);
     // Per token: (sequence, number of positions it sees).
     let mut token_seq = vec![(usize::MAX, 0usize); n_tokens];
     for (s, seq) in seqs.iter().enumerate() {
-        assert!(
-            seq.query_len <= seq.context_len,
-            "query longer than context"
-        );
-        assert!(
-            seq.block_table.len() * BLOCK >= seq.context_len,
-            "block table too short"
-        );
-        let max_block = seq
-            .block_table
-            .iter()
-            .map(|b| *b as usize + 1)
-            .max()
-            .unwrap_or(0);
-        assert!(
-            kv.offset(max_block as u32, 0) <= kv.k.len(),
-            "block id out of range"
-        );
+        assert!(seq.query_len <= seq.context_len, "query longer than context");
+        assert!(seq.block_table.len() * BLOCK >= seq.context_len, "block table too short");
+        let max_block = seq.block_table.iter().map(|b| *b as usize + 1).max().unwrap_or(0);
+        assert!(kv.offset(max_block as u32, 0) <= kv.k.len(), "block id out of range");
         for j in 0..seq.query_len {
             token_seq[seq.query_start + j] = (s, seq.context_len - seq.query_len + j + 1);
         }
     }
-    assert!(
-        token_seq.iter().all(|(s, _)| *s != usize::MAX),
-        "a token belongs to no sequence"
-    );
+    assert!(token_seq.iter().all(|(s, _)| *s != usize::MAX), "a token belongs to no sequence");
     let group = n_heads / nkv;
     let optr = OutPtr(out.as_mut_ptr());
     parallel_for(n_tokens * nkv, &|task| {
@@ -175,9 +141,7 @@ pub fn paged_attention_at(
         let table = seqs[s].block_table;
         let q_rows = &q[(t * n_heads + g * group) * hd..(t * n_heads + (g + 1) * group) * hd];
         // SAFETY: this task owns heads g*group..(g+1)*group of token t.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(optr.at((t * n_heads + g * group) * hd), group * hd)
-        };
+        let o = unsafe { std::slice::from_raw_parts_mut(optr.at((t * n_heads + g * group) * hd), group * hd) };
         let n_padded = n_pos.div_ceil(BLOCK) * BLOCK;
         SCORES.with(|sc| {
             let mut sc = sc.borrow_mut();
@@ -219,11 +183,7 @@ fn scalar_group(
                 for d in 0..hd {
                     acc = qj[d].mul_add(kb[d * BLOCK + l], acc);
                 }
-                s[bi * BLOCK + l] = if bi * BLOCK + l < n_pos {
-                    acc * scale
-                } else {
-                    f32::NEG_INFINITY
-                };
+                s[bi * BLOCK + l] = if bi * BLOCK + l < n_pos { acc * scale } else { f32::NEG_INFINITY };
             }
         }
         softmax_scalar(s, n_pos);
@@ -297,25 +257,13 @@ mod avx512 {
                 for d in 0..hd {
                     let kd = _mm512_loadu_ps(kb.add(d * BLOCK));
                     for (jj, a) in acc.iter_mut().enumerate().take(nj) {
-                        *a = _mm512_fmadd_ps(
-                            _mm512_set1_ps(*q.get_unchecked((j0 + jj) * hd + d)),
-                            kd,
-                            *a,
-                        );
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked((j0 + jj) * hd + d)), kd, *a);
                     }
                 }
                 let valid = n_pos - bi * BLOCK;
-                let mask: u16 = if valid >= BLOCK {
-                    0xFFFF
-                } else {
-                    ((1u32 << valid) - 1) as u16
-                };
+                let mask: u16 = if valid >= BLOCK { 0xFFFF } else { ((1u32 << valid) - 1) as u16 };
                 for (jj, a) in acc.iter().enumerate().take(nj) {
-                    let s = _mm512_mask_blend_ps(
-                        mask,
-                        _mm512_set1_ps(f32::NEG_INFINITY),
-                        _mm512_mul_ps(*a, vscale),
-                    );
+                    let s = _mm512_mask_blend_ps(mask, _mm512_set1_ps(f32::NEG_INFINITY), _mm512_mul_ps(*a, vscale));
                     _mm512_storeu_ps(sc.as_mut_ptr().add((j0 + jj) * n_padded + bi * BLOCK), s);
                 }
             }
@@ -336,10 +284,7 @@ mod avx512 {
             }
             let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
             for bi in 0..n_blocks {
-                _mm512_storeu_ps(
-                    s.add(bi * BLOCK),
-                    _mm512_mul_ps(_mm512_loadu_ps(s.add(bi * BLOCK)), inv),
-                );
+                _mm512_storeu_ps(s.add(bi * BLOCK), _mm512_mul_ps(_mm512_loadu_ps(s.add(bi * BLOCK)), inv));
             }
         }
         // Output: Σ_p prob[p] · v[p], 16 dims per vector, one head at a time.
@@ -373,16 +318,7 @@ mod tests {
 
     /// Dense causal attention in f64 over contiguous K/V: `[ctx, n_kv_heads, hd]`.
     #[allow(clippy::too_many_arguments)]
-    fn dense(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        ctx: usize,
-        q_len: usize,
-        nh: usize,
-        nkv: usize,
-        hd: usize,
-    ) -> Vec<f64> {
+    fn dense(q: &[f32], k: &[f32], v: &[f32], ctx: usize, q_len: usize, nh: usize, nkv: usize, hd: usize) -> Vec<f64> {
         let mut out = vec![0f64; q_len * nh * hd];
         for j in 0..q_len {
             let n_pos = ctx - q_len + j + 1;
@@ -391,9 +327,7 @@ mod tests {
                 let qh = &q[(j * nh + h) * hd..][..hd];
                 let s: Vec<f64> = (0..n_pos)
                     .map(|p| {
-                        (0..hd)
-                            .map(|d| qh[d] as f64 * k[(p * nkv + kvh) * hd + d] as f64)
-                            .sum::<f64>()
+                        (0..hd).map(|d| qh[d] as f64 * k[(p * nkv + kvh) * hd + d] as f64).sum::<f64>()
                             / (hd as f64).sqrt()
                     })
                     .collect();
@@ -438,67 +372,23 @@ mod tests {
         let n_tokens: usize = specs.iter().map(|s| s.1).sum();
         let q: Vec<f32> = (0..n_tokens * nh * hd).map(|_| rng.normal()).collect();
         let seqs = [
-            AttnSeq {
-                query_start: 0,
-                query_len: 5,
-                context_len: 42,
-                block_table: &specs[0].2,
-            },
-            AttnSeq {
-                query_start: 5,
-                query_len: 1,
-                context_len: 6,
-                block_table: &specs[1].2,
-            },
+            AttnSeq { query_start: 0, query_len: 5, context_len: 42, block_table: &specs[0].2 },
+            AttnSeq { query_start: 5, query_len: 1, context_len: 6, block_table: &specs[1].2 },
         ];
-        let kv = PagedKv {
-            k: &kc,
-            v: &vc,
-            n_kv_heads: nkv,
-            head_dim: hd,
-        };
+        let kv = PagedKv { k: &kc, v: &vc, n_kv_heads: nkv, head_dim: hd };
         for level in available_levels() {
             let mut out = vec![0f32; q.len()];
-            paged_attention_at(
-                level,
-                &q,
-                &seqs,
-                &kv,
-                nh,
-                1.0 / (hd as f32).sqrt(),
-                &mut out,
-            );
+            paged_attention_at(level, &q, &seqs, &kv, nh, 1.0 / (hd as f32).sqrt(), &mut out);
             let mut start = 0;
             for ((ctx, ql, _), (k, v)) in specs.iter().zip(&dense_kv) {
-                let want = dense(
-                    &q[start * nh * hd..(start + ql) * nh * hd],
-                    k,
-                    v,
-                    *ctx,
-                    *ql,
-                    nh,
-                    nkv,
-                    hd,
-                );
-                for (a, b) in out[start * nh * hd..(start + ql) * nh * hd]
-                    .iter()
-                    .zip(&want)
-                {
-                    assert!(
-                        (*a as f64 - b).abs() < 1e-5,
-                        "{} hd={hd}: {a} vs {b}",
-                        level.name()
-                    );
+                let want = dense(&q[start * nh * hd..(start + ql) * nh * hd], k, v, *ctx, *ql, nh, nkv, hd);
+                for (a, b) in out[start * nh * hd..(start + ql) * nh * hd].iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() < 1e-5, "{} hd={hd}: {a} vs {b}", level.name());
                 }
                 start += ql;
             }
             // A token alone gives the same bits as inside the batch (last query of seq 0).
-            let one = AttnSeq {
-                query_start: 0,
-                query_len: 1,
-                context_len: 42,
-                block_table: &specs[0].2,
-            };
+            let one = AttnSeq { query_start: 0, query_len: 1, context_len: 42, block_table: &specs[0].2 };
             let mut alone = vec![0f32; nh * hd];
             paged_attention_at(
                 level,
@@ -509,12 +399,7 @@ mod tests {
                 1.0 / (hd as f32).sqrt(),
                 &mut alone,
             );
-            assert_eq!(
-                alone,
-                out[4 * nh * hd..5 * nh * hd],
-                "{}: batch changed a token's bits",
-                level.name()
-            );
+            assert_eq!(alone, out[4 * nh * hd..5 * nh * hd], "{}: batch changed a token's bits", level.name());
         }
     }
 

@@ -22,14 +22,7 @@ const LO: f32 = -110.0;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 /// Cephes `expf` coefficients: `e^r ≈ 1 + r + r²·P(r)`.
-const C: [f32; 6] = [
-    1.987_569_2e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    5.000_000_1e-1,
-];
+const C: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
 
 #[inline(always)]
 fn poly(r: f32) -> f32 {
@@ -48,6 +41,32 @@ pub fn exp_slice(x: &mut [f32]) {
         crate::simd::SimdLevel::Avx512 => unsafe { avx512::exp_slice(x) },
         _ => x.iter_mut().for_each(|v| *v = exp_scalar(*v)),
     }
+}
+
+/// `ln Σ e^x[i]` (max-shifted), summed in 16 lanes (lane `l` takes `i ≡ l mod 16`) then
+/// the fixed tree of `_mm512_reduce_add_ps`; the log in f64. NaNs are skipped.
+pub fn logsumexp(x: &[f32]) -> f32 {
+    let max = x.iter().cloned().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY || max == f32::INFINITY {
+        return max;
+    }
+    let sum = match crate::simd::simd_level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level guarantees AVX-512F.
+        crate::simd::SimdLevel::Avx512 => unsafe { avx512::sum_exp_shifted(x, max) },
+        _ => {
+            let mut lanes = [0f32; 16];
+            for (i, v) in x.iter().enumerate() {
+                if !v.is_nan() {
+                    lanes[i % 16] += exp_scalar(v - max);
+                }
+            }
+            let a: [f32; 8] = std::array::from_fn(|i| lanes[i] + lanes[i + 8]);
+            let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+            (b[0] + b[2]) + (b[1] + b[3])
+        }
+    };
+    (max as f64 + (sum as f64).ln()) as f32
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -70,11 +89,24 @@ pub mod avx512 {
         for c in &C[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
         }
-        let p = _mm512_add_ps(
-            _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
-            _mm512_set1_ps(1.0),
-        );
+        let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
         _mm512_scalef_ps(p, n)
+    }
+
+    /// Σ e^(x − max) over the non-NaN entries.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub unsafe fn sum_exp_shifted(x: &[f32], max: f32) -> f32 {
+        let (n, m) = (x.len(), _mm512_set1_ps(max));
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            let k: u16 = if n - i >= 16 { 0xFFFF } else { ((1u32 << (n - i)) - 1) as u16 };
+            let v = _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
+            let valid = k & _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+            acc = _mm512_mask_add_ps(acc, valid, acc, exp16(_mm512_sub_ps(v, m)));
+            i += 16;
+        }
+        _mm512_reduce_add_ps(acc)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -109,17 +141,7 @@ mod tests {
     #[test]
     fn accurate_over_the_range_and_equal_on_every_path() {
         let mut xs: Vec<f32> = (-200_000..=120_000).map(|i| i as f32 * 0.00075).collect();
-        xs.extend([
-            0.0,
-            -0.0,
-            88.7,
-            -87.3,
-            -103.0,
-            -150.0,
-            100.0,
-            f32::NEG_INFINITY,
-            f32::INFINITY,
-        ]);
+        xs.extend([0.0, -0.0, 88.7, -87.3, -103.0, -150.0, 100.0, f32::NEG_INFINITY, f32::INFINITY]);
         let mut v = xs.clone();
         exp_slice(&mut v);
         for (x, y) in xs.iter().zip(&v) {
@@ -127,11 +149,7 @@ mod tests {
             assert_eq!(s.to_bits(), y.to_bits(), "x={x}: scalar {s} vs simd {y}");
             let want = (*x as f64).exp();
             if want > 1e-37 && want < 3e38 {
-                assert!(
-                    ulps(s, want) <= 2.0,
-                    "x={x}: {s} vs {want} ({} ulp)",
-                    ulps(s, want)
-                );
+                assert!(ulps(s, want) <= 2.0, "x={x}: {s} vs {want} ({} ulp)", ulps(s, want));
             } else if want <= 1e-45 {
                 assert!(s <= 1.5e-45, "x={x}: {s}");
             }
@@ -140,5 +158,17 @@ mod tests {
         assert_eq!(exp_scalar(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_scalar(-104.0), 0.0f32.max(exp_scalar(-104.0)));
         assert_eq!(exp_scalar(f32::NAN), 0.0);
+    }
+
+    #[test]
+    fn logsumexp_matches_f64() {
+        let x: Vec<f32> = (0..49157).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0).collect();
+        let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let want = m + x.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
+        assert!((logsumexp(&x) as f64 - want).abs() < 1e-4, "{} vs {want}", logsumexp(&x));
+        let mut y = x.clone();
+        y[5] = f32::NAN;
+        assert!(logsumexp(&y).is_finite());
+        assert_eq!(logsumexp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
     }
 }

@@ -6,10 +6,7 @@
 /// Normalises each `hidden`-sized row of `x` into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let hidden = weight.len();
-    assert!(
-        x.len() == out.len() && x.len() % hidden == 0,
-        "rms_norm: shape mismatch"
-    );
+    assert!(x.len() == out.len() && x.len() % hidden == 0, "rms_norm: shape mismatch");
     for (xr, or) in x.chunks_exact(hidden).zip(out.chunks_exact_mut(hidden)) {
         let ss: f64 = xr.iter().map(|v| (*v as f64) * (*v as f64)).sum();
         let var = (ss / hidden as f64) as f32;

@@ -68,10 +68,7 @@ impl Shared {
             if gen != g || next >= n {
                 return None;
             }
-            match self
-                .state
-                .compare_exchange_weak(v, pack(gen, next + 1, n), AcqRel, Acquire)
-            {
+            match self.state.compare_exchange_weak(v, pack(gen, next + 1, n), AcqRel, Acquire) {
                 Ok(_) => return Some(next as usize),
                 Err(cur) => v = cur,
             }
@@ -142,11 +139,7 @@ impl ThreadPool {
                 .spawn(move || worker(s))
                 .expect("spawn kernel worker thread");
         }
-        ThreadPool {
-            shared,
-            submit: Mutex::new(()),
-            threads,
-        }
+        ThreadPool { shared, submit: Mutex::new(()), threads }
     }
 
     pub fn threads(&self) -> usize {
@@ -162,10 +155,7 @@ impl ThreadPool {
             (0..n_tasks).for_each(f);
             return;
         }
-        assert!(
-            n_tasks <= MAX_TASKS,
-            "ThreadPool::run: {n_tasks} tasks (at most {MAX_TASKS})"
-        );
+        assert!(n_tasks <= MAX_TASKS, "ThreadPool::run: {n_tasks} tasks (at most {MAX_TASKS})");
         let _one_job_at_a_time = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
         let g = unpack(s.state.load(Acquire)).0 + 1;
@@ -176,8 +166,7 @@ impl ThreadPool {
             *s.job.get() = std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f);
         }
         s.done.store(0, Relaxed);
-        s.state
-            .store(pack(g & 0xFFFF_FFFF, 0, n_tasks as u64), SeqCst);
+        s.state.store(pack(g & 0xFFFF_FFFF, 0, n_tasks as u64), SeqCst);
         if s.sleepers.load(SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -211,9 +200,7 @@ pub fn set_num_threads(n: usize) -> bool {
 pub fn pool() -> &'static ThreadPool {
     POOL.get_or_init(|| {
         let n = match WANT_THREADS.load(SeqCst) {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
         ThreadPool::new(n)

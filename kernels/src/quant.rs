@@ -79,10 +79,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -162,11 +159,7 @@ pub fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 /// 32-element formats. K-quants are not produced here (their search is not needed:
 /// keel reads them, llama.cpp writes them).
 pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
-    assert!(
-        x.len() % 32 == 0,
-        "quantize_row: length {} is not a multiple of 32",
-        x.len()
-    );
+    assert!(x.len() % 32 == 0, "quantize_row: length {} is not a multiple of 32", x.len());
     let mut out = Vec::with_capacity(x.len() / 32 * dtype.block_bytes());
     for blk in x.chunks_exact(32) {
         match dtype {
@@ -179,9 +172,7 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
             }
             DType::Q4_0 => {
                 // ggml: the value of largest magnitude maps to -8.
-                let max = blk
-                    .iter()
-                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let d = max / -8.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
@@ -205,9 +196,7 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
                 }
             }
             DType::Q5_0 => {
-                let max = blk
-                    .iter()
-                    .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let max = blk.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
                 let d = max / -16.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                 out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
@@ -233,14 +222,8 @@ pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
 pub fn encode_float_row(dtype: DType, x: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => x
-            .iter()
-            .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
-            .collect(),
-        DType::BF16 => x
-            .iter()
-            .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
-            .collect(),
+        DType::F16 => x.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+        DType::BF16 => x.iter().flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
         other => panic!("encode_float_row: {other} is not a float type"),
     }
 }
@@ -251,15 +234,8 @@ mod tests {
 
     #[test]
     fn roundtrip_32_element_formats_stays_close() {
-        let x: Vec<f32> = (0..64)
-            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-            .collect();
-        for (dtype, tol) in [
-            (DType::Q8_0, 0.02),
-            (DType::Q4_0, 0.25),
-            (DType::Q4_1, 0.15),
-            (DType::Q5_0, 0.12),
-        ] {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        for (dtype, tol) in [(DType::Q8_0, 0.02), (DType::Q4_0, 0.25), (DType::Q4_1, 0.15), (DType::Q5_0, 0.12)] {
             let q = quantize_row(dtype, &x);
             assert_eq!(q.len(), dtype.row_bytes(64).unwrap());
             let mut y = vec![0f32; 64];
@@ -302,10 +278,6 @@ mod tests {
         }
         b[208..210].copy_from_slice(&f16::from_f32(0.25).to_bits().to_le_bytes());
         dequantize_block(DType::Q6K, &b, &mut y);
-        assert!(
-            y.iter().all(|&v| v == 1.0 * 4.0 * 0.25 * 1.0),
-            "{:?}",
-            &y[..8]
-        );
+        assert!(y.iter().all(|&v| v == 1.0 * 4.0 * 0.25 * 1.0), "{:?}", &y[..8]);
     }
 }

@@ -30,10 +30,7 @@ pub fn rope_cos_sin(position: u32, inv_freq: &[f32], cos: &mut [f32], sin: &mut 
 /// cos/sin (`head_dim / 2` each) come from `rope_cos_sin`.
 pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = head_dim / 2;
-    assert!(
-        cos.len() == half && sin.len() == half,
-        "apply_rope: cos/sin must have head_dim/2 entries"
-    );
+    assert!(cos.len() == half && sin.len() == half, "apply_rope: cos/sin must have head_dim/2 entries");
     assert!(x.len() % head_dim == 0, "apply_rope: x is not whole heads");
     for head in x.chunks_exact_mut(head_dim) {
         for i in 0..half {

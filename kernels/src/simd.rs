@@ -39,9 +39,8 @@ impl SimdLevel {
     pub fn detect() -> SimdLevel {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                 return SimdLevel::Avx512;
             }
@@ -62,18 +61,11 @@ pub fn simd_level() -> SimdLevel {
             Ok(s) if !s.is_empty() => match SimdLevel::parse(&s) {
                 Some(want) if want <= best => want,
                 Some(want) => {
-                    eprintln!(
-                        "warning: KEEL_SIMD={} is not supported by this CPU; using {}",
-                        want.name(),
-                        best.name()
-                    );
+                    eprintln!("warning: KEEL_SIMD={} is not supported by this CPU; using {}", want.name(), best.name());
                     best
                 }
                 None => {
-                    eprintln!(
-                        "warning: KEEL_SIMD={s:?} is not one of scalar, avx2, avx512; using {}",
-                        best.name()
-                    );
+                    eprintln!("warning: KEEL_SIMD={s:?} is not one of scalar, avx2, avx512; using {}", best.name());
                     best
                 }
             },
@@ -85,8 +77,5 @@ pub fn simd_level() -> SimdLevel {
 /// Levels this CPU can run, lowest first (for tests that compare them).
 pub fn available_levels() -> Vec<SimdLevel> {
     let best = SimdLevel::detect();
-    [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512]
-        .into_iter()
-        .filter(|l| *l <= best)
-        .collect()
+    [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512].into_iter().filter(|l| *l <= best).collect()
 }

@@ -10,10 +10,7 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
 
@@ -42,12 +39,8 @@ pub fn random_row(dtype: DType, n: usize, rng: &mut Lcg) -> Vec<u8> {
         DType::Q4K | DType::Q6K => {
             let mut out = Vec::with_capacity(n / 256 * dtype.block_bytes());
             for _ in 0..n / 256 {
-                let mut b: Vec<u8> = (0..dtype.block_bytes())
-                    .map(|_| rng.next_u32() as u8)
-                    .collect();
-                let d = f16::from_f32(0.01 + rng.uniform() * 0.05)
-                    .to_bits()
-                    .to_le_bytes();
+                let mut b: Vec<u8> = (0..dtype.block_bytes()).map(|_| rng.next_u32() as u8).collect();
+                let d = f16::from_f32(0.01 + rng.uniform() * 0.05).to_bits().to_le_bytes();
                 if dtype == DType::Q4K {
                     b[0..2].copy_from_slice(&d);
                     let dmin = f16::from_f32(rng.uniform() * 0.05).to_bits().to_le_bytes();

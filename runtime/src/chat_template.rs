@@ -31,10 +31,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -74,11 +71,7 @@ impl std::error::Error for Raised {}
 
 impl ChatTemplate {
     /// Compiles `source`; a syntax error is an `Error::ChatTemplate`.
-    pub fn new(
-        source: String,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
-    ) -> Result<ChatTemplate> {
+    pub fn new(source: String, bos_token: Option<String>, eos_token: Option<String>) -> Result<ChatTemplate> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -90,14 +83,8 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.clone())
-            .map_err(|e| Error::ChatTemplate(describe(&e)))?;
-        Ok(ChatTemplate {
-            env,
-            source,
-            bos_token,
-            eos_token,
-        })
+        env.add_template_owned(NAME, source.clone()).map_err(|e| Error::ChatTemplate(describe(&e)))?;
+        Ok(ChatTemplate { env, source, bos_token, eos_token })
     }
 
     pub fn source(&self) -> &str {
@@ -107,10 +94,7 @@ impl ChatTemplate {
     /// Renders the prompt for `messages`; with `add_generation_prompt` it ends with the
     /// header of the assistant's turn.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| Value::from_object(MessageValue(m.clone())))
-            .collect();
+        let messages: Vec<Value> = messages.iter().map(|m| Value::from_object(MessageValue(m.clone()))).collect();
         let opt = |s: &Option<String>| s.as_deref().map(Value::from).unwrap_or(Value::from(""));
         let mut ctx = BTreeMap::new();
         ctx.insert("messages", Value::from(messages));
@@ -119,10 +103,7 @@ impl ChatTemplate {
         ctx.insert("eos_token", opt(&self.eos_token));
         ctx.insert("tools", Value::from(()));
         ctx.insert("documents", Value::from(()));
-        let tmpl = self
-            .env
-            .get_template(NAME)
-            .map_err(|e| Error::ChatTemplate(describe(&e)))?;
+        let tmpl = self.env.get_template(NAME).map_err(|e| Error::ChatTemplate(describe(&e)))?;
         tmpl.render(Value::from(ctx)).map_err(|e| {
             // A template's own raise_exception: its message, verbatim.
             let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -171,10 +152,8 @@ fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> 
 /// `strftime_now(fmt)`: the current UTC time through a strftime subset (`%Y %y %m %d %e
 /// %H %I %M %S %p %j %a %A %b %B %h %%`); other conversions are written literally.
 fn strftime_now(fmt: String) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     strftime(&fmt, secs)
 }
 
@@ -192,15 +171,7 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31) (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -263,11 +234,7 @@ fn strftime(fmt: &str, unix_secs: i64) -> String {
 /// `tojson(indent=None, sort_keys=False, separators=None)` as Python's
 /// `json.dumps(x, ensure_ascii=False, …)` writes it — unlike minijinja's built-in, no
 /// HTML escaping, since the output is a prompt, not a web page.
-fn tojson(
-    value: &Value,
-    indent: Option<Value>,
-    kwargs: Kwargs,
-) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
     let indent = match indent {
         Some(v) => Some(v),
         None => kwargs.get::<Option<Value>>("indent")?,
@@ -284,23 +251,13 @@ fn tojson(
     kwargs.assert_all_used()?;
     let (item_sep, key_sep) = match separators {
         Some(s) if s.len() == 2 => (s[0].clone(), s[1].clone()),
-        Some(_) => {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: separators must be a pair",
-            ))
-        }
+        Some(_) => return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair")),
         // Python's default: ", " without indent, "," with it.
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
         None => (", ".to_string(), ": ".to_string()),
     };
     let mut out = String::new();
-    let w = JsonWriter {
-        indent,
-        sort_keys,
-        item_sep: &item_sep,
-        key_sep: &key_sep,
-    };
+    let w = JsonWriter { indent, sort_keys, item_sep: &item_sep, key_sep: &key_sep };
     w.write(&mut out, value, 0)?;
     Ok(Value::from_safe_string(out))
 }
@@ -320,17 +277,9 @@ impl JsonWriter<'_> {
         }
     }
 
-    fn write(
-        &self,
-        out: &mut String,
-        v: &Value,
-        depth: usize,
-    ) -> std::result::Result<(), minijinja::Error> {
+    fn write(&self, out: &mut String, v: &Value, depth: usize) -> std::result::Result<(), minijinja::Error> {
         if depth > 128 {
-            return Err(minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: value nested too deeply",
-            ));
+            return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: value nested too deeply"));
         }
         match v.kind() {
             ValueKind::Undefined | ValueKind::None => out.push_str("null"),
@@ -338,9 +287,7 @@ impl JsonWriter<'_> {
             ValueKind::Number => match (v.as_i64(), f64::try_from(v.clone())) {
                 // Python writes non-finite floats as bare NaN / Infinity.
                 (None, Ok(f)) if f.is_nan() => out.push_str("NaN"),
-                (None, Ok(f)) if f.is_infinite() => {
-                    out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
-                }
+                (None, Ok(f)) if f.is_infinite() => out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" }),
                 _ => out.push_str(&v.to_string()),
             },
             ValueKind::String | ValueKind::Bytes | ValueKind::Plain | ValueKind::Invalid => {
@@ -418,54 +365,32 @@ mod tests {
     #[test]
     fn renders_chatml() {
         let t = ChatTemplate::new(CHATML.into(), None, None).expect("compiles");
-        let out = t
-            .render(&[ChatMessage::new("user", "Hi!")], true)
-            .expect("renders");
+        let out = t.render(&[ChatMessage::new("user", "Hi!")], true).expect("renders");
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
         );
-        let out = t
-            .render(
-                &[
-                    ChatMessage::new("system", "S"),
-                    ChatMessage::new("user", "U"),
-                ],
-                false,
-            )
-            .expect("renders");
-        assert_eq!(
-            out,
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
-        );
+        let out = t.render(&[ChatMessage::new("system", "S"), ChatMessage::new("user", "U")], false).expect("renders");
+        assert_eq!(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n");
     }
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
         // transformers renders this (trim_blocks + lstrip_blocks) as "A\nB\n".
-        let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\n{{ m.content }}\n    {% endif %}\n{% endfor %}";
+        let src =
+            "{% for m in messages %}\n    {% if m.role == 'user' %}\n{{ m.content }}\n    {% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src.into(), None, None).expect("compiles");
-        let out = t
-            .render(
-                &[ChatMessage::new("user", "A"), ChatMessage::new("user", "B")],
-                false,
-            )
-            .expect("renders");
+        let out = t.render(&[ChatMessage::new("user", "A"), ChatMessage::new("user", "B")], false).expect("renders");
         assert_eq!(out, "A\nB\n");
     }
 
     #[test]
     fn bos_eos_python_methods_loop_controls() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m.role == 'skip' %}{% continue %}{% endif %}{{ m.content.strip().upper() }}{% if m.content.startswith(' x') %}!{% endif %}{% endfor %}{{ eos_token }}{% if tools is none %}N{% endif %}";
-        let t = ChatTemplate::new(src.into(), Some("<s>".into()), Some("</s>".into()))
-            .expect("compiles");
+        let t = ChatTemplate::new(src.into(), Some("<s>".into()), Some("</s>".into())).expect("compiles");
         let out = t
             .render(
-                &[
-                    ChatMessage::new("user", " xy "),
-                    ChatMessage::new("skip", "no"),
-                    ChatMessage::new("user", "z"),
-                ],
+                &[ChatMessage::new("user", " xy "), ChatMessage::new("skip", "no"), ChatMessage::new("user", "z")],
                 false,
             )
             .expect("renders");
@@ -476,27 +401,19 @@ mod tests {
     fn raise_exception_message_is_kept() {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}ok";
         let t = ChatTemplate::new(src.into(), None, None).expect("compiles");
-        let err = t
-            .render(&[ChatMessage::new("assistant", "x")], false)
-            .expect_err("raises");
+        let err = t.render(&[ChatMessage::new("assistant", "x")], false).expect_err("raises");
         match err {
-            Error::ChatTemplate(msg) => assert_eq!(
-                msg,
-                "Conversation roles must alternate user/assistant/user/assistant/..."
-            ),
+            Error::ChatTemplate(msg) => {
+                assert_eq!(msg, "Conversation roles must alternate user/assistant/user/assistant/...")
+            }
             other => panic!("wrong error {other:?}"),
         }
-        assert_eq!(
-            t.render(&[ChatMessage::new("user", "x")], false)
-                .expect("ok"),
-            "ok"
-        );
+        assert_eq!(t.render(&[ChatMessage::new("user", "x")], false).expect("ok"), "ok");
     }
 
     #[test]
     fn syntax_errors_surface_at_construction() {
-        let err = ChatTemplate::new("{% for m in messages %}".into(), None, None)
-            .expect_err("unclosed block");
+        let err = ChatTemplate::new("{% for m in messages %}".into(), None, None).expect_err("unclosed block");
         assert!(matches!(err, Error::ChatTemplate(_)), "{err}");
     }
 
@@ -504,9 +421,7 @@ mod tests {
     fn tojson_like_python() {
         let src = "{{ messages[0] | tojson }}|{{ messages | tojson(indent=2) }}|{{ {'b': 1, 'a': [true, none, 'x<y']} | tojson(sort_keys=true) }}";
         let t = ChatTemplate::new(src.into(), None, None).expect("compiles");
-        let out = t
-            .render(&[ChatMessage::new("user", "é \"q\"\n<b>")], false)
-            .expect("renders");
+        let out = t.render(&[ChatMessage::new("user", "é \"q\"\n<b>")], false).expect("renders");
         assert_eq!(
             out,
             "{\"role\": \"user\", \"content\": \"é \\\"q\\\"\\n<b>\"}|[\n  {\n    \"role\": \"user\",\n    \"content\": \"é \\\"q\\\"\\n<b>\"\n  }\n]|{\"a\": [true, null, \"x<y\"], \"b\": 1}"
@@ -519,10 +434,7 @@ mod tests {
         let t = 1_709_211_909;
         assert_eq!(strftime("%Y-%m-%d %H:%M:%S", t), "2024-02-29 13:05:09");
         assert_eq!(strftime("%d %b %Y", t), "29 Feb 2024");
-        assert_eq!(
-            strftime("%A %B %j %I%p %y %% %Q", t),
-            "Thursday February 060 01PM 24 % %Q"
-        );
+        assert_eq!(strftime("%A %B %j %I%p %y %% %Q", t), "Thursday February 060 01PM 24 % %Q");
         assert_eq!(strftime("%a %e", 0), "Thu  1");
         let t = ChatTemplate::new("{{ strftime_now('%Y') }}".into(), None, None).expect("ok");
         let year = t.render(&[], false).expect("renders");

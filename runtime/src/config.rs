@@ -77,18 +77,14 @@ pub struct ModelConfig {
 }
 
 fn cfg_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Config {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::Config { path: path.to_path_buf(), msg: msg.into() }
 }
 
 impl ModelConfig {
     /// Reads an HF `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| cfg_err(path, format!("not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| cfg_err(path, format!("not JSON: {e}")))?;
         Self::from_hf_json(path, &v)
     }
 
@@ -96,11 +92,7 @@ impl ModelConfig {
         let arch_name = v
             .get("model_type")
             .and_then(Value::as_str)
-            .or_else(|| {
-                v.get("architectures")
-                    .and_then(|a| a.get(0))
-                    .and_then(Value::as_str)
-            })
+            .or_else(|| v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str))
             .ok_or_else(|| cfg_err(path, "missing model_type"))?;
         let architecture = Architecture::parse(arch_name)?;
         let usize_of = |k: &str| -> Result<usize> {
@@ -113,10 +105,7 @@ impl ModelConfig {
         let f32_of = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| x as f32);
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(cfg_err(
-                    path,
-                    format!("hidden_act {act:?} is not supported (silu is)"),
-                ));
+                return Err(cfg_err(path, format!("hidden_act {act:?} is not supported (silu is)")));
             }
         }
         if v.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
@@ -141,11 +130,7 @@ impl ModelConfig {
         let rope_scaling = match rope {
             None => RopeScaling::None,
             Some(r) => {
-                let ty = r
-                    .get("rope_type")
-                    .or_else(|| r.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
+                let ty = r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str).unwrap_or("default");
                 let rf = |k: &str| {
                     r.get(k)
                         .and_then(Value::as_f64)
@@ -154,9 +139,7 @@ impl ModelConfig {
                 };
                 match ty {
                     "default" => RopeScaling::None,
-                    "linear" => RopeScaling::Linear {
-                        factor: rf("factor")?,
-                    },
+                    "linear" => RopeScaling::Linear { factor: rf("factor")? },
                     "llama3" => RopeScaling::Llama3 {
                         factor: rf("factor")?,
                         low_freq_factor: rf("low_freq_factor")?,
@@ -166,9 +149,7 @@ impl ModelConfig {
                     other => {
                         return Err(cfg_err(
                             path,
-                            format!(
-                            "rope scaling type {other:?} is not supported (linear and llama3 are)"
-                        ),
+                            format!("rope scaling type {other:?} is not supported (linear and llama3 are)"),
                         ))
                     }
                 }
@@ -176,10 +157,7 @@ impl ModelConfig {
         };
         let qkv_bias = match architecture {
             Architecture::Qwen2 => true,
-            Architecture::Llama => v
-                .get("attention_bias")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            Architecture::Llama => v.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
         };
         let cfg = ModelConfig {
             architecture,
@@ -195,10 +173,7 @@ impl ModelConfig {
             rope_scaling,
             rope_style: RopeStyle::NeoX,
             max_position_embeddings: opt_usize("max_position_embeddings").unwrap_or(2048),
-            tie_word_embeddings: v
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             qkv_bias,
         };
         cfg.validate().map_err(|m| cfg_err(path, m))?;
@@ -208,35 +183,19 @@ impl ModelConfig {
     /// Reads the `<arch>.*` metadata of a GGUF file. `rope_freqs` is the content of the
     /// optional `rope_freqs.weight` tensor; `has_output` says whether `output.weight`
     /// exists (no output matrix = tied embeddings).
-    pub fn from_gguf(
-        g: &GgufFile,
-        rope_freqs: Option<Vec<f32>>,
-        has_output: bool,
-    ) -> Result<ModelConfig> {
-        let err = |msg: String| Error::Gguf {
-            path: g.path.clone(),
-            msg,
-        };
-        let arch_name = g
-            .get_str("general.architecture")
-            .ok_or_else(|| err("missing general.architecture".into()))?;
+    pub fn from_gguf(g: &GgufFile, rope_freqs: Option<Vec<f32>>, has_output: bool) -> Result<ModelConfig> {
+        let err = |msg: String| Error::Gguf { path: g.path.clone(), msg };
+        let arch_name = g.get_str("general.architecture").ok_or_else(|| err("missing general.architecture".into()))?;
         let architecture = Architecture::parse(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let req = |k: &str| -> Result<usize> {
-            g.get_u64(&key(k))
-                .map(|x| x as usize)
-                .ok_or_else(|| err(format!("missing or invalid {}", key(k))))
+            g.get_u64(&key(k)).map(|x| x as usize).ok_or_else(|| err(format!("missing or invalid {}", key(k))))
         };
         let hidden_size = req("embedding_length")?;
         let num_heads = req("attention.head_count")?;
-        let num_kv_heads = g
-            .get_u64(&key("attention.head_count_kv"))
-            .map(|x| x as usize)
-            .unwrap_or(num_heads);
-        let head_dim = g
-            .get_u64(&key("attention.key_length"))
-            .map(|x| x as usize)
-            .unwrap_or(hidden_size / num_heads.max(1));
+        let num_kv_heads = g.get_u64(&key("attention.head_count_kv")).map(|x| x as usize).unwrap_or(num_heads);
+        let head_dim =
+            g.get_u64(&key("attention.key_length")).map(|x| x as usize).unwrap_or(hidden_size / num_heads.max(1));
         if let Some(rd) = g.get_u64(&key("rope.dimension_count")) {
             if rd as usize != head_dim {
                 return Err(err(format!(
@@ -251,12 +210,7 @@ impl ModelConfig {
                 .get("tokenizer.ggml.tokens")
                 .and_then(|t| t.as_array())
                 .map(|a| a.len())
-                .ok_or_else(|| {
-                    err(format!(
-                        "missing {} and tokenizer.ggml.tokens",
-                        key("vocab_size")
-                    ))
-                })?,
+                .ok_or_else(|| err(format!("missing {} and tokenizer.ggml.tokens", key("vocab_size"))))?,
         };
         let rope_scaling = match (g.get_str(&key("rope.scaling.type")), rope_freqs) {
             (_, Some(f)) => RopeScaling::FreqFactors(f),
@@ -265,13 +219,9 @@ impl ModelConfig {
                 let factor = g
                     .get_f64(&key("rope.scaling.factor"))
                     .ok_or_else(|| err(format!("missing {}", key("rope.scaling.factor"))))?;
-                RopeScaling::Linear {
-                    factor: factor as f32,
-                }
+                RopeScaling::Linear { factor: factor as f32 }
             }
-            (Some(other), None) => {
-                return Err(err(format!("rope scaling type {other:?} is not supported")))
-            }
+            (Some(other), None) => return Err(err(format!("rope scaling type {other:?} is not supported"))),
         };
         let cfg = ModelConfig {
             architecture,
@@ -282,9 +232,7 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: g
-                .get_f64(&key("attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-5) as f32,
+            rms_norm_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
             rope_theta: g.get_f64(&key("rope.freq_base")).unwrap_or(10000.0) as f32,
             rope_scaling,
             // llama.cpp's converter permutes llama Q/K rows into the interleaved layout;
@@ -293,10 +241,7 @@ impl ModelConfig {
                 Architecture::Llama => RopeStyle::Interleaved,
                 Architecture::Qwen2 => RopeStyle::NeoX,
             },
-            max_position_embeddings: g
-                .get_u64(&key("context_length"))
-                .map(|x| x as usize)
-                .unwrap_or(2048),
+            max_position_embeddings: g.get_u64(&key("context_length")).map(|x| x as usize).unwrap_or(2048),
             tie_word_embeddings: !has_output,
             qkv_bias: architecture == Architecture::Qwen2,
         };
@@ -324,22 +269,14 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 || self.head_dim > 512 {
-            return Err(format!(
-                "head_dim {} must be even and at most 512",
-                self.head_dim
-            ));
+            return Err(format!("head_dim {} must be even and at most 512", self.head_dim));
         }
-        if !(self.rms_norm_eps.is_finite() && self.rope_theta.is_finite() && self.rope_theta > 0.0)
-        {
+        if !(self.rms_norm_eps.is_finite() && self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err("rms_norm_eps and rope_theta must be finite".into());
         }
         if let RopeScaling::FreqFactors(f) = &self.rope_scaling {
             if f.len() != self.head_dim / 2 {
-                return Err(format!(
-                    "rope_freqs has {} entries, expected {}",
-                    f.len(),
-                    self.head_dim / 2
-                ));
+                return Err(format!("rope_freqs has {} entries, expected {}", f.len(), self.head_dim / 2));
             }
         }
         Ok(())
@@ -349,9 +286,7 @@ impl ModelConfig {
     pub fn inv_freq(&self) -> Vec<f32> {
         let dim = self.head_dim;
         let base = self.rope_theta;
-        let inv: Vec<f32> = (0..dim / 2)
-            .map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32))
-            .collect();
+        let inv: Vec<f32> = (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32)).collect();
         match &self.rope_scaling {
             RopeScaling::None => inv,
             RopeScaling::Linear { factor } => inv.iter().map(|f| f / factor).collect(),
@@ -371,8 +306,7 @@ impl ModelConfig {
                         let scaled = if wavelen > low_wavelen { f / factor } else { f };
                         let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
                         if medium {
-                            let smooth = (old / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
+                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * scaled / factor + smooth * scaled
                         } else {
                             scaled
@@ -406,10 +340,7 @@ mod tests {
         v["rope_theta"] = json!(500000.0);
         v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
         let c = ModelConfig::from_hf_json(p, &v).expect("old form");
-        assert_eq!(
-            (c.rope_theta, c.rope_scaling.clone()),
-            (500000.0, RopeScaling::Linear { factor: 2.0 })
-        );
+        assert_eq!((c.rope_theta, c.rope_scaling.clone()), (500000.0, RopeScaling::Linear { factor: 2.0 }));
         let mut v = base();
         v["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
             "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
@@ -418,11 +349,7 @@ mod tests {
         assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { .. }));
         assert_eq!(c.head_dim, 16);
         // Llama 3 scaling leaves the highest frequencies alone and divides the lowest by `factor`.
-        let plain = ModelConfig {
-            rope_scaling: RopeScaling::None,
-            ..c.clone()
-        }
-        .inv_freq();
+        let plain = ModelConfig { rope_scaling: RopeScaling::None, ..c.clone() }.inv_freq();
         let scaled = c.inv_freq();
         assert_eq!(scaled[0], plain[0]);
         assert_eq!(scaled[7], plain[7] / 8.0);
@@ -433,27 +360,15 @@ mod tests {
         let p = Path::new("config.json");
         let mut v = base();
         v["model_type"] = json!("mamba");
-        assert!(ModelConfig::from_hf_json(p, &v)
-            .unwrap_err()
-            .to_string()
-            .contains("\"mamba\""));
+        assert!(ModelConfig::from_hf_json(p, &v).unwrap_err().to_string().contains("\"mamba\""));
         let mut v = base();
         v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
-        assert!(ModelConfig::from_hf_json(p, &v)
-            .unwrap_err()
-            .to_string()
-            .contains("yarn"));
+        assert!(ModelConfig::from_hf_json(p, &v).unwrap_err().to_string().contains("yarn"));
         let mut v = base();
         v["num_key_value_heads"] = json!(3);
-        assert!(ModelConfig::from_hf_json(p, &v)
-            .unwrap_err()
-            .to_string()
-            .contains("multiple"));
+        assert!(ModelConfig::from_hf_json(p, &v).unwrap_err().to_string().contains("multiple"));
         let mut v = base();
         v.as_object_mut().expect("object").remove("hidden_size");
-        assert!(ModelConfig::from_hf_json(p, &v)
-            .unwrap_err()
-            .to_string()
-            .contains("hidden_size"));
+        assert!(ModelConfig::from_hf_json(p, &v).unwrap_err().to_string().contains("hidden_size"));
     }
 }

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("{}: not a valid GGUF file: {msg}", path.display())]
     Gguf { path: PathBuf, msg: String },
@@ -23,7 +20,9 @@ pub enum Error {
     #[error("unsupported architecture {0:?}: keel runs llama and qwen2 (LlamaForCausalLM, Qwen2ForCausalLM)")]
     UnsupportedArchitecture(String),
 
-    #[error("tensor {tensor}: unsupported type {dtype} (keel reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K)")]
+    #[error(
+        "tensor {tensor}: unsupported type {dtype} (keel reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K)"
+    )]
     UnsupportedDType { tensor: String, dtype: String },
 
     #[error("model: {0}")]
@@ -46,17 +45,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub(crate) fn invalid(field: &'static str, msg: impl Into<String>) -> Error {
-        Error::InvalidArgument {
-            field,
-            msg: msg.into(),
-        }
+        Error::InvalidArgument { field, msg: msg.into() }
     }
 
     /// True when the error is the caller's input (a path, a value), not a fault of keel.

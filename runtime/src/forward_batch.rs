@@ -53,9 +53,7 @@ impl ForwardBatch {
             let pos = computed + j;
             self.token_ids.push(t);
             self.positions.push(pos as u32);
-            self.slot_mapping.push(
-                block_table[pos / block_size] * block_size as u32 + (pos % block_size) as u32,
-            );
+            self.slot_mapping.push(block_table[pos / block_size] * block_size as u32 + (pos % block_size) as u32);
         }
         if want_logits && !tokens.is_empty() {
             self.logits_indices.push(query_start + tokens.len() - 1);
@@ -75,9 +73,7 @@ impl ForwardBatch {
             return bad("token_ids, positions and slot_mapping differ in length".into());
         }
         if let Some(t) = self.token_ids.iter().find(|t| **t as usize >= vocab_size) {
-            return bad(format!(
-                "token id {t} is outside the vocabulary ({vocab_size})"
-            ));
+            return bad(format!("token id {t} is outside the vocabulary ({vocab_size})"));
         }
         let mut next = 0;
         for (i, s) in self.seqs.iter().enumerate() {
@@ -85,15 +81,9 @@ impl ForwardBatch {
                 return bad(format!("sequence {i} does not tile the batch"));
             }
             if s.block_table.len() * block_size < s.context_len {
-                return bad(format!(
-                    "sequence {i}: block table too short for {} tokens",
-                    s.context_len
-                ));
+                return bad(format!("sequence {i}: block table too short for {} tokens", s.context_len));
             }
-            if s.block_table
-                .iter()
-                .any(|b| (*b as usize + 1) * block_size > num_slots)
-            {
+            if s.block_table.iter().any(|b| (*b as usize + 1) * block_size > num_slots) {
                 return bad(format!("sequence {i}: block id out of range"));
             }
             for j in 0..s.query_len {
@@ -101,9 +91,7 @@ impl ForwardBatch {
                 let pos = s.context_len - s.query_len + j;
                 let slot = s.block_table[pos / block_size] as usize * block_size + pos % block_size;
                 if self.positions[t] as usize != pos || self.slot_mapping[t] as usize != slot {
-                    return bad(format!(
-                        "token {t}: position/slot disagree with its block table"
-                    ));
+                    return bad(format!("token {t}: position/slot disagree with its block table"));
                 }
             }
             next += s.query_len;

@@ -151,10 +151,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Gguf {
-            path: self.path.to_path_buf(),
-            msg: format!("{} (at byte {})", msg.into(), self.pos),
-        }
+        Error::Gguf { path: self.path.to_path_buf(), msg: format!("{} (at byte {})", msg.into(), self.pos) }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -254,22 +251,13 @@ impl GgufFile {
     }
 
     fn parse(path: &Path, map: Arc<Mmap>) -> Result<GgufFile> {
-        let mut r = Reader {
-            buf: &map[..],
-            pos: 0,
-            path,
-        };
+        let mut r = Reader { buf: &map[..], pos: 0, path };
         if r.take(4).ok() != Some(b"GGUF".as_slice()) {
-            return Err(Error::Gguf {
-                path: path.to_path_buf(),
-                msg: "missing GGUF magic".into(),
-            });
+            return Err(Error::Gguf { path: path.to_path_buf(), msg: "missing GGUF magic".into() });
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(r.err(format!(
-                "GGUF version {version} is not supported (2 and 3 are)"
-            )));
+            return Err(r.err(format!("GGUF version {version} is not supported (2 and 3 are)")));
         }
         let n_tensors = r.count(24)?;
         let n_kv = r.count(12)?;
@@ -290,20 +278,12 @@ impl GgufFile {
             let mut shape = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 let d = r.u64()?;
-                shape.push(
-                    usize::try_from(d)
-                        .map_err(|_| r.err(format!("tensor {name}: dimension {d} too large")))?,
-                );
+                shape.push(usize::try_from(d).map_err(|_| r.err(format!("tensor {name}: dimension {d} too large")))?);
             }
             shape.reverse();
             let dtype = ggml_type(r.u32()?);
             let offset = r.u64()?;
-            tensors.push(GgufTensorInfo {
-                name,
-                shape,
-                dtype,
-                offset,
-            });
+            tensors.push(GgufTensorInfo { name, shape, dtype, offset });
         }
         let alignment = match metadata.get("general.alignment") {
             Some(v) => v
@@ -313,14 +293,7 @@ impl GgufFile {
             None => 32,
         } as usize;
         let data_start = r.pos.div_ceil(alignment) * alignment;
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            version,
-            metadata,
-            tensors,
-            data_start,
-            map,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, data_start, map })
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -348,35 +321,18 @@ impl GgufFile {
         let Some(info) = self.tensor_info(name) else {
             return Ok(None);
         };
-        let dtype = info.dtype.clone().map_err(|t| Error::UnsupportedDType {
-            tensor: name.into(),
-            dtype: t,
-        })?;
+        let dtype = info.dtype.clone().map_err(|t| Error::UnsupportedDType { tensor: name.into(), dtype: t })?;
         let cols = *info.shape.last().unwrap_or(&1);
         let rows: usize = info.shape.iter().rev().skip(1).product();
-        let len = dtype
-            .row_bytes(cols)
-            .and_then(|rb| rb.checked_mul(rows))
-            .ok_or_else(|| Error::Gguf {
-                path: self.path.clone(),
-                msg: format!("tensor {name}: bad shape {:?} for {dtype}", info.shape),
+        let len = dtype.row_bytes(cols).and_then(|rb| rb.checked_mul(rows)).ok_or_else(|| Error::Gguf {
+            path: self.path.clone(),
+            msg: format!("tensor {name}: bad shape {:?} for {dtype}", info.shape),
+        })?;
+        let offset =
+            usize::try_from(info.offset).ok().and_then(|o| o.checked_add(self.data_start)).ok_or_else(|| {
+                Error::Gguf { path: self.path.clone(), msg: format!("tensor {name}: offset out of range") }
             })?;
-        let offset = usize::try_from(info.offset)
-            .ok()
-            .and_then(|o| o.checked_add(self.data_start))
-            .ok_or_else(|| Error::Gguf {
-                path: self.path.clone(),
-                msg: format!("tensor {name}: offset out of range"),
-            })?;
-        Tensor::mapped(
-            name,
-            dtype,
-            info.shape.clone(),
-            self.map.clone(),
-            offset,
-            len,
-        )
-        .map(Some)
+        Tensor::mapped(name, dtype, info.shape.clone(), self.map.clone(), offset, len).map(Some)
     }
 }
 
@@ -392,10 +348,7 @@ pub(crate) mod tests {
 
     impl GgufBuilder {
         pub fn new() -> Self {
-            GgufBuilder {
-                kv: vec![],
-                tensors: vec![],
-            }
+            GgufBuilder { kv: vec![], tensors: vec![] }
         }
         fn str_bytes(s: &str) -> Vec<u8> {
             let mut v = (s.len() as u64).to_le_bytes().to_vec();
@@ -421,8 +374,7 @@ pub(crate) mod tests {
         }
         /// `dims` innermost first, as GGUF stores them.
         pub fn tensor(mut self, name: &str, dims: &[u64], ggml_type: u32, data: Vec<u8>) -> Self {
-            self.tensors
-                .push((name.into(), dims.to_vec(), ggml_type, data));
+            self.tensors.push((name.into(), dims.to_vec(), ggml_type, data));
             self
         }
         pub fn build(self) -> Vec<u8> {
@@ -481,12 +433,7 @@ pub(crate) mod tests {
         let f = GgufFile::open(&p).expect("parse");
         assert_eq!(f.get_str("general.architecture"), Some("llama"));
         assert_eq!(f.get_u64("llama.block_count"), Some(2));
-        assert_eq!(
-            f.get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array())
-                .map(|a| a.len()),
-            Some(2)
-        );
+        assert_eq!(f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()), Some(2));
         let w = f.tensor("w").expect("ok").expect("present");
         assert_eq!(w.shape, vec![2, 3]);
         assert_eq!(w.to_f32_vec(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
@@ -497,10 +444,8 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_and_hostile_files_are_errors() {
-        let bytes = GgufBuilder::new()
-            .kv_str("general.architecture", "llama")
-            .tensor("w", &[4], 0, vec![0u8; 16])
-            .build();
+        let bytes =
+            GgufBuilder::new().kv_str("general.architecture", "llama").tensor("w", &[4], 0, vec![0u8; 16]).build();
         for cut in [3, 10, 30, 60] {
             let p = write_temp(&bytes[..cut], &format!("cut{cut}.gguf"));
             assert!(GgufFile::open(&p).is_err(), "cut at {cut}");
@@ -517,14 +462,8 @@ pub(crate) mod tests {
         evil.extend(1u64.to_le_bytes());
         evil.extend((1u64 << 60).to_le_bytes());
         let p = write_temp(&evil, "evil.gguf");
-        assert!(GgufFile::open(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("exceeds"));
+        assert!(GgufFile::open(&p).unwrap_err().to_string().contains("exceeds"));
         let p = write_temp(b"NOPE", "magic.gguf");
-        assert!(GgufFile::open(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("magic"));
+        assert!(GgufFile::open(&p).unwrap_err().to_string().contains("magic"));
     }
 }

@@ -24,9 +24,7 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(cfg: &ModelConfig, num_blocks: usize) -> Result<KvCache> {
         if num_blocks == 0 {
-            return Err(Error::OutOfCache(
-                "the KV cache needs at least one block".into(),
-            ));
+            return Err(Error::OutOfCache("the KV cache needs at least one block".into()));
         }
         num_blocks
             .checked_mul(BLOCK_SIZE * cfg.num_kv_heads * cfg.head_dim)
@@ -38,14 +36,7 @@ impl KvCache {
             k.push(vec![0f32; per_layer]);
             v.push(vec![0f32; per_layer]);
         }
-        Ok(KvCache {
-            block_size: BLOCK_SIZE,
-            num_blocks,
-            num_kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
-            k,
-            v,
-        })
+        Ok(KvCache { block_size: BLOCK_SIZE, num_blocks, num_kv_heads: cfg.num_kv_heads, head_dim: cfg.head_dim, k, v })
     }
 
     /// As many blocks as fit in `bytes` (at least one).
@@ -63,23 +54,10 @@ impl KvCache {
 
     /// Stores one token's K and V (`[num_kv_heads * head_dim]` each) of `layer` at `slot`.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        write_kv(
-            &mut self.k[layer],
-            &mut self.v[layer],
-            slot,
-            k,
-            v,
-            self.num_kv_heads,
-            self.head_dim,
-        );
+        write_kv(&mut self.k[layer], &mut self.v[layer], slot, k, v, self.num_kv_heads, self.head_dim);
     }
 
     pub fn layer(&self, layer: usize) -> PagedKv<'_> {
-        PagedKv {
-            k: &self.k[layer],
-            v: &self.v[layer],
-            n_kv_heads: self.num_kv_heads,
-            head_dim: self.head_dim,
-        }
+        PagedKv { k: &self.k[layer], v: &self.v[layer], n_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
     }
 }

@@ -57,14 +57,8 @@ pub fn locate(path: &Path) -> Result<(PathBuf, ModelFormat)> {
         .collect();
     match ggufs.as_slice() {
         [one] => Ok((one.clone(), ModelFormat::Gguf)),
-        [] => Err(not_a_model(
-            path,
-            "the directory has neither config.json nor a .gguf file",
-        )),
-        _ => Err(not_a_model(
-            path,
-            "the directory holds several .gguf files; name one",
-        )),
+        [] => Err(not_a_model(path, "the directory has neither config.json nor a .gguf file")),
+        _ => Err(not_a_model(path, "the directory holds several .gguf files; name one")),
     }
 }
 
@@ -83,25 +77,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let (model, tokenizer, name) = match format {
         ModelFormat::Gguf => {
             let g = GgufFile::open(&path)?;
-            let name = g
-                .get_str("general.name")
-                .map(str::to_string)
-                .unwrap_or_else(|| file_stem(&path));
+            let name = g.get_str("general.name").map(str::to_string).unwrap_or_else(|| file_stem(&path));
             (model_from_gguf(&g)?, Tokenizer::from_gguf(&g)?, name)
         }
-        ModelFormat::Safetensors => (
-            model_from_hf(&path)?,
-            Tokenizer::from_hf_dir(&path)?,
-            file_stem(&path),
-        ),
+        ModelFormat::Safetensors => (model_from_hf(&path)?, Tokenizer::from_hf_dir(&path)?, file_stem(&path)),
     };
-    Ok(LoadedModel {
-        model,
-        tokenizer,
-        format,
-        path,
-        name,
-    })
+    Ok(LoadedModel { model, tokenizer, format, path, name })
 }
 
 fn model_from_gguf(g: &GgufFile) -> Result<Model> {
@@ -120,7 +101,5 @@ fn model_from_hf(dir: &Path) -> Result<Model> {
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }

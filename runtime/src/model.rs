@@ -68,12 +68,7 @@ fn linear(w: &Tensor, bias: Option<&Vec<f32>>, x: &[f32], out: &mut AlignedBuf) 
 impl Model {
     pub fn new(config: ModelConfig, weights: ModelWeights) -> Model {
         let inv_freq = config.inv_freq();
-        Model {
-            config,
-            weights,
-            inv_freq,
-            workspace: Mutex::new(Workspace::default()),
-        }
+        Model { config, weights, inv_freq, workspace: Mutex::new(Workspace::default()) }
     }
 
     /// Runs one step: writes every token's K/V into `kv` and returns the logits of
@@ -85,10 +80,7 @@ impl Model {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut guard = self
-            .workspace
-            .lock()
-            .map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
+        let mut guard = self.workspace.lock().map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
         let ws = &mut *guard;
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
@@ -132,24 +124,9 @@ impl Model {
             linear(&lw.wv, lw.bv.as_ref(), &ws.normed, &mut ws.v)?; // [n, nkv*hd]
             let kv_w = nkv * hd;
             for t in 0..n {
-                let (cos, sin) = (
-                    &ws.cos[t * half..(t + 1) * half],
-                    &ws.sin[t * half..(t + 1) * half],
-                );
-                apply_rope(
-                    &mut ws.q[t * nh * hd..(t + 1) * nh * hd],
-                    hd,
-                    cos,
-                    sin,
-                    cfg.rope_style,
-                );
-                apply_rope(
-                    &mut ws.k[t * kv_w..(t + 1) * kv_w],
-                    hd,
-                    cos,
-                    sin,
-                    cfg.rope_style,
-                );
+                let (cos, sin) = (&ws.cos[t * half..(t + 1) * half], &ws.sin[t * half..(t + 1) * half]);
+                apply_rope(&mut ws.q[t * nh * hd..(t + 1) * nh * hd], hd, cos, sin, cfg.rope_style);
+                apply_rope(&mut ws.k[t * kv_w..(t + 1) * kv_w], hd, cos, sin, cfg.rope_style);
                 kv.write(
                     l,
                     batch.slot_mapping[t] as usize,
@@ -180,12 +157,7 @@ impl Model {
             ws.last[i * h..(i + 1) * h].copy_from_slice(&ws.x[t * h..(t + 1) * h]);
         }
         ws.normed.resize(m * h);
-        rms_norm(
-            &ws.last,
-            &self.weights.final_norm,
-            cfg.rms_norm_eps,
-            &mut ws.normed,
-        );
+        rms_norm(&ws.last, &self.weights.final_norm, cfg.rms_norm_eps, &mut ws.normed);
         let mut logits = AlignedBuf::new();
         linear(&self.weights.lm_head, None, &ws.normed, &mut logits)?;
         Ok(logits.to_vec())

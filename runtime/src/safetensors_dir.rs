@@ -33,18 +33,12 @@ impl SafetensorsDir {
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Safetensors {
-                    path: index.clone(),
-                    msg: format!("not JSON: {e}"),
-                })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Safetensors { path: index.clone(), msg: format!("not JSON: {e}") })?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Safetensors {
-                    path: index.clone(),
-                    msg: "missing weight_map".into(),
-                })?;
+                .ok_or_else(|| Error::Safetensors { path: index.clone(), msg: "missing weight_map".into() })?;
             let mut names: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
             names.sort_unstable();
             names.dedup();
@@ -66,10 +60,8 @@ impl SafetensorsDir {
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             // SAFETY: read-only map of a model file keel does not modify.
             let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
-            let st = SafeTensors::deserialize(&map).map_err(|e| Error::Safetensors {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
+            let st = SafeTensors::deserialize(&map)
+                .map_err(|e| Error::Safetensors { path: path.clone(), msg: e.to_string() })?;
             for (name, view) in st.tensors() {
                 let dtype = match view.dtype() {
                     safetensors::Dtype::F32 => Ok(DType::F32),
@@ -80,22 +72,12 @@ impl SafetensorsDir {
                 let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
                 entries.insert(
                     name,
-                    Entry {
-                        shard: i,
-                        dtype,
-                        shape: view.shape().to_vec(),
-                        offset,
-                        len: view.data().len(),
-                    },
+                    Entry { shard: i, dtype, shape: view.shape().to_vec(), offset, len: view.data().len() },
                 );
             }
             shards.push((path, map));
         }
-        Ok(SafetensorsDir {
-            dir: dir.to_path_buf(),
-            shards,
-            entries,
-        })
+        Ok(SafetensorsDir { dir: dir.to_path_buf(), shards, entries })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -106,16 +88,10 @@ impl SafetensorsDir {
         let Some(e) = self.entries.get(name) else {
             return Ok(None);
         };
-        let dtype = e.dtype.clone().map_err(|d| Error::UnsupportedDType {
-            tensor: name.into(),
-            dtype: d,
-        })?;
+        let dtype = e.dtype.clone().map_err(|d| Error::UnsupportedDType { tensor: name.into(), dtype: d })?;
         let (path, map) = &self.shards[e.shard];
         Tensor::mapped(name, dtype, e.shape.clone(), map.clone(), e.offset, e.len)
-            .map_err(|err| Error::Safetensors {
-                path: path.clone(),
-                msg: err.to_string(),
-            })
+            .map_err(|err| Error::Safetensors { path: path.clone(), msg: err.to_string() })
             .map(Some)
     }
 }

@@ -105,10 +105,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Default parameters with temperature 0: deterministic, batch-invariant argmax.
     pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        SamplingParams { temperature: 0.0, ..Self::default() }
     }
 
     /// True when these parameters decode greedily (no randomness reaches the output).
@@ -129,32 +126,20 @@ impl SamplingParams {
         if self.top_k < -1 {
             return Err(Error::invalid(
                 "top_k",
-                format!(
-                    "must be -1 or 0 (disabled) or a positive integer, got {}",
-                    self.top_k
-                ),
+                format!("must be -1 or 0 (disabled) or a positive integer, got {}", self.top_k),
             ));
         }
         let p = self.top_p;
         if p.is_nan() || p <= 0.0 || p > 1.0 {
-            return Err(Error::invalid(
-                "top_p",
-                format!("must be in (0, 1], got {p}"),
-            ));
+            return Err(Error::invalid("top_p", format!("must be in (0, 1], got {p}")));
         }
         let m = self.min_p;
         if !(0.0..=1.0).contains(&m) {
-            return Err(Error::invalid(
-                "min_p",
-                format!("must be in [0, 1], got {m}"),
-            ));
+            return Err(Error::invalid("min_p", format!("must be in [0, 1], got {m}")));
         }
         let r = self.repetition_penalty;
         if !(r.is_finite() && r > 0.0) {
-            return Err(Error::invalid(
-                "repetition_penalty",
-                format!("must be a finite number > 0, got {r}"),
-            ));
+            return Err(Error::invalid("repetition_penalty", format!("must be a finite number > 0, got {r}")));
         }
         if self.max_tokens == 0 {
             return Err(Error::invalid("max_tokens", "must be at least 1, got 0"));
@@ -162,10 +147,7 @@ impl SamplingParams {
         if self.stop.len() > MAX_STOP_STRINGS {
             return Err(Error::invalid(
                 "stop",
-                format!(
-                    "at most {MAX_STOP_STRINGS} stop strings are allowed, got {}",
-                    self.stop.len()
-                ),
+                format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", self.stop.len()),
             ));
         }
         if let Some(i) = self.stop.iter().position(String::is_empty) {
@@ -218,10 +200,7 @@ struct Candidate {
 /// Most likely first; equal logits by increasing id, so the order is total and every
 /// selection below is deterministic (and the head agrees with [`argmax`]).
 fn most_likely_first(a: &Candidate, b: &Candidate) -> Ordering {
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    b.logit.partial_cmp(&a.logit).unwrap_or(Ordering::Equal).then(a.id.cmp(&b.id))
 }
 
 /// Per-request sampler: the request's RNG plus reusable scratch space.
@@ -257,22 +236,11 @@ impl Sampler {
     pub fn new(params: &SamplingParams) -> Sampler {
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let t = params.temperature;
-        let temperature = if params.top_k == 1 || t.is_nan() || t < GREEDY_TEMPERATURE_EPS {
-            None
-        } else {
-            Some(t.min(f32::MAX))
-        };
+        let temperature =
+            if params.top_k == 1 || t.is_nan() || t < GREEDY_TEMPERATURE_EPS { None } else { Some(t.min(f32::MAX)) };
         let top_k = usize::try_from(params.top_k).unwrap_or(0);
-        let top_p = if params.top_p > 0.0 && params.top_p < 1.0 {
-            f64::from(params.top_p)
-        } else {
-            1.0
-        };
-        let min_p = if params.min_p > 0.0 {
-            f64::from(params.min_p.min(1.0))
-        } else {
-            0.0
-        };
+        let top_p = if params.top_p > 0.0 && params.top_p < 1.0 { f64::from(params.top_p) } else { 1.0 };
+        let min_p = if params.min_p > 0.0 { f64::from(params.min_p.min(1.0)) } else { 0.0 };
         let r = params.repetition_penalty;
         let repetition_penalty = if r.is_finite() && r > 0.0 { r } else { 1.0 };
         Sampler {
@@ -360,11 +328,7 @@ impl Sampler {
         for (i, &x) in logits.iter().enumerate() {
             if x > f32::NEG_INFINITY {
                 // `+ 0.0` turns -0.0 into +0.0 so the sort agrees with `argmax` on ties.
-                candidates.push(Candidate {
-                    logit: x + 0.0,
-                    id: i as u32,
-                    weight: 0.0,
-                });
+                candidates.push(Candidate { logit: x + 0.0, id: i as u32, weight: 0.0 });
                 max = max.max(x);
             }
         }
@@ -492,19 +456,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn params(temperature: f32) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            seed: Some(7),
-            ..SamplingParams::default()
-        }
+        SamplingParams { temperature, seed: Some(7), ..SamplingParams::default() }
     }
 
     fn softmax(logits: &[f32], t: f64) -> Vec<f64> {
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let w: Vec<f64> = logits
-            .iter()
-            .map(|&x| ((x as f64 - max) / t).exp())
-            .collect();
+        let w: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / t).exp()).collect();
         let s: f64 = w.iter().sum();
         w.iter().map(|x| x / s).collect()
     }
@@ -534,10 +491,7 @@ mod tests {
 
     fn assert_matches(freq: &[f64], expected: &[f64], draws: usize) {
         for (i, (&f, &e)) in freq.iter().zip(expected).enumerate() {
-            assert!(
-                (f - e).abs() < 0.01,
-                "token {i}: frequency {f} vs probability {e}"
-            );
+            assert!((f - e).abs() < 0.01, "token {i}: frequency {f} vs probability {e}");
             if e == 0.0 {
                 assert_eq!(f, 0.0, "token {i} has probability 0 but was sampled");
             }
@@ -584,10 +538,7 @@ mod tests {
     #[test]
     fn top_k_keeps_the_k_best_renormalised() {
         let draws = 100_000;
-        let p = SamplingParams {
-            top_k: 2,
-            ..params(1.0)
-        };
+        let p = SamplingParams { top_k: 2, ..params(1.0) };
         let freq = frequencies(&p, &LOGITS, draws);
         let mut expected = softmax(&[f32::NEG_INFINITY, 2.5, f32::NEG_INFINITY, 2.0], 1.0);
         expected.push(0.0);
@@ -600,10 +551,7 @@ mod tests {
         // (0.5) is below 0.7 so it stays; the mass before token 2 (0.8) is not.
         let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
         let draws = 100_000;
-        let p = SamplingParams {
-            top_p: 0.7,
-            ..params(1.0)
-        };
+        let p = SamplingParams { top_p: 0.7, ..params(1.0) };
         let freq = frequencies(&p, &logits, draws);
         assert_matches(&freq, &[0.625, 0.375, 0.0, 0.0], draws);
     }
@@ -613,10 +561,7 @@ mod tests {
         // A flat 1000-token distribution: the nucleus at 0.5 is 500 tokens, beyond the
         // first 64- and 256-token prefixes.
         let logits = vec![0.0f32; 1000];
-        let p = SamplingParams {
-            top_p: 0.5,
-            ..params(1.0)
-        };
+        let p = SamplingParams { top_p: 0.5, ..params(1.0) };
         let mut sampler = Sampler::new(&p);
         let mut seen = vec![false; 1000];
         for _ in 0..20_000 {
@@ -642,10 +587,7 @@ mod tests {
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_once() {
-        let p = SamplingParams {
-            repetition_penalty: 2.0,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repetition_penalty: 2.0, ..SamplingParams::greedy() };
         let mut sampler = Sampler::new(&p);
         let mut logits = [2.0f32, -1.0, 0.5, 3.0, 0.0];
         // Token 0 and 1 repeat: still penalised once; 7 is out of vocabulary.
@@ -660,10 +602,7 @@ mod tests {
 
     #[test]
     fn repetition_penalty_can_change_the_greedy_choice() {
-        let p = SamplingParams {
-            repetition_penalty: 1.5,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repetition_penalty: 1.5, ..SamplingParams::greedy() };
         let mut logits = [2.0f32, 1.5];
         assert_eq!(Sampler::new(&p).sample(&mut logits, &[0]), 1);
     }
@@ -672,14 +611,8 @@ mod tests {
     fn same_seed_same_tokens_different_seed_differs() {
         let logits: Vec<f32> = (0..200).map(|i| ((i * 37) % 23) as f32 * 0.1).collect();
         let run = |seed| {
-            let mut s = Sampler::new(&SamplingParams {
-                seed: Some(seed),
-                top_p: 0.9,
-                ..SamplingParams::default()
-            });
-            (0..500)
-                .map(|_| s.sample(&mut logits.clone(), &[]))
-                .collect::<Vec<_>>()
+            let mut s = Sampler::new(&SamplingParams { seed: Some(seed), top_p: 0.9, ..SamplingParams::default() });
+            (0..500).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -711,30 +644,18 @@ mod tests {
         for _ in 0..3 {
             b.sample(&mut logits.clone(), &[]);
         }
-        let ta: Vec<u32> = (0..50)
-            .map(|_| a.sample(&mut logits.clone(), &[]))
-            .collect();
-        let tb: Vec<u32> = (0..50)
-            .map(|_| b.sample(&mut logits.clone(), &[]))
-            .collect();
+        let ta: Vec<u32> = (0..50).map(|_| a.sample(&mut logits.clone(), &[])).collect();
+        let tb: Vec<u32> = (0..50).map(|_| b.sample(&mut logits.clone(), &[])).collect();
         assert_eq!(ta, tb);
     }
 
     #[test]
     fn degenerate_rows_do_not_panic() {
-        let mut s = Sampler::new(&SamplingParams {
-            top_k: 3,
-            top_p: 0.5,
-            min_p: 0.1,
-            repetition_penalty: 1.3,
-            ..params(1.0)
-        });
+        let mut s =
+            Sampler::new(&SamplingParams { top_k: 3, top_p: 0.5, min_p: 0.1, repetition_penalty: 1.3, ..params(1.0) });
         assert_eq!(s.sample(&mut [], &[0, 5]), 0);
         assert_eq!(s.sample(&mut [f32::NAN, f32::NAN], &[1]), 0);
-        assert_eq!(
-            s.sample(&mut [f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY], &[]),
-            0
-        );
+        assert_eq!(s.sample(&mut [f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY], &[]), 0);
         assert_eq!(s.sample(&mut [f32::NAN, 1.0, f32::NAN], &[]), 1);
         for _ in 0..100 {
             let t = s.sample(&mut [1.0, f32::INFINITY, 0.0, f32::INFINITY], &[]);
@@ -763,95 +684,23 @@ mod tests {
     fn validate_names_each_bad_field() {
         let d = SamplingParams::default;
         let cases: Vec<(&str, SamplingParams)> = vec![
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: f32::NAN,
-                    ..d()
-                },
-            ),
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: -0.1,
-                    ..d()
-                },
-            ),
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: 2.5,
-                    ..d()
-                },
-            ),
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: f32::INFINITY,
-                    ..d()
-                },
-            ),
+            ("temperature", SamplingParams { temperature: f32::NAN, ..d() }),
+            ("temperature", SamplingParams { temperature: -0.1, ..d() }),
+            ("temperature", SamplingParams { temperature: 2.5, ..d() }),
+            ("temperature", SamplingParams { temperature: f32::INFINITY, ..d() }),
             ("top_k", SamplingParams { top_k: -2, ..d() }),
             ("top_p", SamplingParams { top_p: 0.0, ..d() }),
             ("top_p", SamplingParams { top_p: 1.5, ..d() }),
-            (
-                "top_p",
-                SamplingParams {
-                    top_p: f32::NAN,
-                    ..d()
-                },
-            ),
+            ("top_p", SamplingParams { top_p: f32::NAN, ..d() }),
             ("min_p", SamplingParams { min_p: -0.1, ..d() }),
             ("min_p", SamplingParams { min_p: 1.1, ..d() }),
-            (
-                "min_p",
-                SamplingParams {
-                    min_p: f32::NAN,
-                    ..d()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: 0.0,
-                    ..d()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: -1.0,
-                    ..d()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: f32::INFINITY,
-                    ..d()
-                },
-            ),
-            (
-                "max_tokens",
-                SamplingParams {
-                    max_tokens: 0,
-                    ..d()
-                },
-            ),
-            (
-                "stop",
-                SamplingParams {
-                    stop: vec!["a".into(); MAX_STOP_STRINGS + 1],
-                    ..d()
-                },
-            ),
-            (
-                "stop",
-                SamplingParams {
-                    stop: vec!["a".into(), String::new()],
-                    ..d()
-                },
-            ),
+            ("min_p", SamplingParams { min_p: f32::NAN, ..d() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: 0.0, ..d() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: -1.0, ..d() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: f32::INFINITY, ..d() }),
+            ("max_tokens", SamplingParams { max_tokens: 0, ..d() }),
+            ("stop", SamplingParams { stop: vec!["a".into(); MAX_STOP_STRINGS + 1], ..d() }),
+            ("stop", SamplingParams { stop: vec!["a".into(), String::new()], ..d() }),
         ];
         for (field, p) in cases {
             let err = p.validate().expect_err(field);
@@ -867,8 +716,7 @@ mod tests {
     fn params_deserialize_with_defaults_and_stop_forms() {
         let p: SamplingParams = serde_json::from_str("{}").unwrap();
         assert_eq!(p, SamplingParams::default());
-        let p: SamplingParams =
-            serde_json::from_str(r#"{"temperature": 0, "stop": "\n", "seed": 3}"#).unwrap();
+        let p: SamplingParams = serde_json::from_str(r#"{"temperature": 0, "stop": "\n", "seed": 3}"#).unwrap();
         assert_eq!(p.stop, vec!["\n".to_string()]);
         assert_eq!(p.seed, Some(3));
         assert!(p.is_greedy());
@@ -876,8 +724,7 @@ mod tests {
         assert_eq!(p.stop, vec!["a".to_string(), "b".to_string()]);
         let p: SamplingParams = serde_json::from_str(r#"{"stop": null}"#).unwrap();
         assert!(p.stop.is_empty());
-        let round: SamplingParams =
-            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let round: SamplingParams = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(round, p);
     }
 

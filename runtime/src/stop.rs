@@ -59,11 +59,7 @@ impl Pattern {
             }
             fail[i] = k;
         }
-        Pattern {
-            bytes,
-            fail,
-            matched: 0,
-        }
+        Pattern { bytes, fail, matched: 0 }
     }
 
     /// Feeds one byte; true when the whole pattern now ends at this byte.
@@ -105,11 +101,7 @@ impl StopMatcher {
     /// A matcher for `stops`; empty strings are ignored.
     pub fn new(stops: &[String]) -> StopMatcher {
         StopMatcher {
-            patterns: stops
-                .iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| Pattern::new(s))
-                .collect(),
+            patterns: stops.iter().filter(|s| !s.is_empty()).map(|s| Pattern::new(s)).collect(),
             pending: String::new(),
             state: State::Streaming,
             matched: None,
@@ -121,10 +113,7 @@ impl StopMatcher {
     /// return empty text and the same `stopped` flag.
     pub fn push(&mut self, delta: &str) -> StopOutcome {
         if self.state != State::Streaming {
-            return StopOutcome {
-                text: String::new(),
-                stopped: self.state == State::Stopped,
-            };
+            return StopOutcome { text: String::new(), stopped: self.state == State::Stopped };
         }
         let base = self.pending.len();
         self.pending.push_str(delta);
@@ -138,17 +127,11 @@ impl StopMatcher {
                 // Of the stops ending at this byte, the longest starts earliest.
                 let i = self.longest_completed();
                 let end = base + offset + 1;
-                let start = floor_char_boundary(
-                    &self.pending,
-                    end.saturating_sub(self.patterns[i].bytes.len()),
-                );
+                let start = floor_char_boundary(&self.pending, end.saturating_sub(self.patterns[i].bytes.len()));
                 self.pending.truncate(start);
                 self.state = State::Stopped;
                 self.matched = Some(i);
-                return StopOutcome {
-                    text: std::mem::take(&mut self.pending),
-                    stopped: true,
-                };
+                return StopOutcome { text: std::mem::take(&mut self.pending), stopped: true };
             }
         }
         let held = self.patterns.iter().map(|p| p.matched).max().unwrap_or(0);
@@ -156,10 +139,7 @@ impl StopMatcher {
         // boundary; flooring only guards that reasoning (holding more is always safe).
         let cut = floor_char_boundary(&self.pending, self.pending.len().saturating_sub(held));
         let rest = self.pending.split_off(cut);
-        StopOutcome {
-            text: std::mem::replace(&mut self.pending, rest),
-            stopped: false,
-        }
+        StopOutcome { text: std::mem::replace(&mut self.pending, rest), stopped: false }
     }
 
     /// Ends the stream without a stop match: returns the held-back text. Returns an
@@ -254,37 +234,13 @@ mod tests {
     #[test]
     fn holds_back_a_possible_prefix_and_cuts_before_the_stop() {
         let mut m = StopMatcher::new(&stops(&["</s>"]));
-        assert_eq!(
-            m.push("Hello <"),
-            StopOutcome {
-                text: "Hello ".into(),
-                stopped: false
-            }
-        );
+        assert_eq!(m.push("Hello <"), StopOutcome { text: "Hello ".into(), stopped: false });
         assert_eq!(m.held_len(), 1);
-        assert_eq!(
-            m.push("/"),
-            StopOutcome {
-                text: "".into(),
-                stopped: false
-            }
-        );
-        assert_eq!(
-            m.push("s> tail"),
-            StopOutcome {
-                text: "".into(),
-                stopped: true
-            }
-        );
+        assert_eq!(m.push("/"), StopOutcome { text: "".into(), stopped: false });
+        assert_eq!(m.push("s> tail"), StopOutcome { text: "".into(), stopped: true });
         assert!(m.is_stopped());
         assert_eq!(m.matched(), Some("</s>"));
-        assert_eq!(
-            m.push("more"),
-            StopOutcome {
-                text: "".into(),
-                stopped: true
-            }
-        );
+        assert_eq!(m.push("more"), StopOutcome { text: "".into(), stopped: true });
         assert_eq!(m.finish(), "");
     }
 
@@ -316,13 +272,7 @@ mod tests {
         assert_eq!(m.push("café").text, "caf");
         assert_eq!(m.push("s 😀").text, "és ");
         let o = m.push("😀 bye");
-        assert_eq!(
-            o,
-            StopOutcome {
-                text: "".into(),
-                stopped: true
-            }
-        );
+        assert_eq!(o, StopOutcome { text: "".into(), stopped: true });
         assert_eq!(m.matched(), Some("😀😀"));
     }
 
@@ -337,16 +287,10 @@ mod tests {
     #[test]
     fn overlapping_self_similar_stop() {
         // KMP fallback: "aab" inside "aaab".
-        assert_eq!(
-            run(&stops(&["aab"]), &["a", "a", "a", "b", "z"]),
-            ("a".into(), true)
-        );
+        assert_eq!(run(&stops(&["aab"]), &["a", "a", "a", "b", "z"]), ("a".into(), true));
         // "xabab" completes at byte 5, before the overlapping "abab" ending at byte 7.
         assert_eq!(run(&stops(&["abab"]), &["xaba", "bab"]), ("x".into(), true));
-        assert_eq!(
-            run(&stops(&["abab"]), &["xaba", "a", "bab"]),
-            ("xaba".into(), true)
-        );
+        assert_eq!(run(&stops(&["abab"]), &["xaba", "a", "bab"]), ("xaba".into(), true));
     }
 
     /// Texts over a small alphabet of 1- to 4-byte characters, so stops occur often.

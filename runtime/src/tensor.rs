@@ -11,11 +11,7 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 enum Storage {
-    Mapped {
-        map: Arc<Mmap>,
-        offset: usize,
-        len: usize,
-    },
+    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
     Owned(Arc<Vec<u8>>),
 }
 
@@ -38,9 +34,7 @@ fn expected_bytes(name: &str, dtype: DType, shape: &[usize]) -> Result<usize> {
     let cols = *shape.last().unwrap_or(&1);
     let rows: usize = shape.iter().rev().skip(1).product();
     let row = dtype.row_bytes(cols).ok_or_else(|| {
-        Error::Model(format!(
-            "tensor {name}: {cols} columns are not a whole number of {dtype} blocks"
-        ))
+        Error::Model(format!("tensor {name}: {cols} columns are not a whole number of {dtype} blocks"))
     })?;
     Ok(row * rows)
 }
@@ -60,28 +54,15 @@ impl Tensor {
                 "tensor {name}: {len} bytes at offset {offset} do not hold {dtype} {shape:?} ({want} bytes) inside the file"
             )));
         }
-        Ok(Tensor {
-            name: name.to_string(),
-            dtype,
-            shape,
-            storage: Storage::Mapped { map, offset, len },
-        })
+        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Mapped { map, offset, len } })
     }
 
     pub fn owned(name: &str, dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Tensor> {
         let want = expected_bytes(name, dtype, &shape)?;
         if want != data.len() {
-            return Err(Error::Model(format!(
-                "tensor {name}: {} bytes do not hold {dtype} {shape:?}",
-                data.len()
-            )));
+            return Err(Error::Model(format!("tensor {name}: {} bytes do not hold {dtype} {shape:?}", data.len())));
         }
-        Ok(Tensor {
-            name: name.to_string(),
-            dtype,
-            shape,
-            storage: Storage::Owned(Arc::new(data)),
-        })
+        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Owned(Arc::new(data)) })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -100,10 +81,7 @@ impl Tensor {
         match self.shape[..] {
             [rows, cols] => WeightMatrix::new(self.dtype, self.bytes(), rows, cols)
                 .ok_or_else(|| Error::Model(format!("tensor {}: inconsistent size", self.name))),
-            _ => Err(Error::Model(format!(
-                "tensor {}: expected a matrix, shape is {:?}",
-                self.name, self.shape
-            ))),
+            _ => Err(Error::Model(format!("tensor {}: expected a matrix, shape is {:?}", self.name, self.shape))),
         }
     }
 
@@ -117,10 +95,7 @@ impl Tensor {
     /// Errors unless the shape is `want`.
     pub fn expect_shape(&self, want: &[usize]) -> Result<&Tensor> {
         if self.shape != want {
-            return Err(Error::Model(format!(
-                "tensor {}: shape {:?}, expected {want:?}",
-                self.name, self.shape
-            )));
+            return Err(Error::Model(format!("tensor {}: shape {:?}, expected {want:?}", self.name, self.shape)));
         }
         Ok(self)
     }

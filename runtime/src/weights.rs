@@ -115,9 +115,7 @@ impl TensorSource<'_> {
 
     fn require(&self, role: Role, layer: usize, shape: &[usize]) -> Result<Tensor> {
         let name = self.name(role, layer, false);
-        let t = self
-            .get_named(&name)?
-            .ok_or_else(|| Error::Model(format!("missing tensor {name}")))?;
+        let t = self.get_named(&name)?.ok_or_else(|| Error::Model(format!("missing tensor {name}")))?;
         t.expect_shape(shape)?;
         Ok(t)
     }
@@ -130,9 +128,8 @@ impl TensorSource<'_> {
     }
 
     fn require_vector(&self, role: Role, layer: usize, len: usize) -> Result<Vec<f32>> {
-        self.vector(role, layer, false, len)?.ok_or_else(|| {
-            Error::Model(format!("missing tensor {}", self.name(role, layer, false)))
-        })
+        self.vector(role, layer, false, len)?
+            .ok_or_else(|| Error::Model(format!("missing tensor {}", self.name(role, layer, false))))
     }
 
     /// Whether the checkpoint has its own output matrix (else embeddings are tied).
@@ -149,20 +146,14 @@ impl ModelWeights {
         let (h, hd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (q_dim, kv_dim) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
         let embed = src.require(Role::Embed, 0, &[cfg.vocab_size, h])?;
-        let lm_head = if cfg.tie_word_embeddings {
-            embed.clone()
-        } else {
-            src.require(Role::LmHead, 0, &[cfg.vocab_size, h])?
-        };
+        let lm_head =
+            if cfg.tie_word_embeddings { embed.clone() } else { src.require(Role::LmHead, 0, &[cfg.vocab_size, h])? };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let bias = |role, len| -> Result<Option<Vec<f32>>> {
                 let b = src.vector(role, l, true, len)?;
                 if cfg.qkv_bias && b.is_none() {
-                    return Err(Error::Model(format!(
-                        "missing tensor {}",
-                        src.name(role, l, true)
-                    )));
+                    return Err(Error::Model(format!("missing tensor {}", src.name(role, l, true))));
                 }
                 Ok(b)
             };
@@ -181,12 +172,7 @@ impl ModelWeights {
                 w_down: src.require(Role::Down, l, &[h, ff])?,
             });
         }
-        Ok(ModelWeights {
-            embed,
-            layers,
-            final_norm: src.require_vector(Role::FinalNorm, 0, h)?,
-            lm_head,
-        })
+        Ok(ModelWeights { embed, layers, final_norm: src.require_vector(Role::FinalNorm, 0, h)?, lm_head })
     }
 
     /// Parameters, counted once even when tied.
@@ -197,14 +183,8 @@ impl ModelWeights {
         }
         for l in &self.layers {
             n += l.attn_norm.len() + l.ffn_norm.len();
-            n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                .iter()
-                .map(|t| t.numel())
-                .sum::<usize>();
-            n += [&l.bq, &l.bk, &l.bv]
-                .iter()
-                .map(|b| b.as_ref().map_or(0, |b| b.len()))
-                .sum::<usize>();
+            n += [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|t| t.numel()).sum::<usize>();
+            n += [&l.bq, &l.bk, &l.bv].iter().map(|b| b.as_ref().map_or(0, |b| b.len())).sum::<usize>();
         }
         n
     }

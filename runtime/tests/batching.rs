@@ -18,9 +18,7 @@ use std::path::Path;
 fn prompts(n: usize, max_len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut s = seed;
     let mut next = move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (s >> 33) as usize
     };
     (0..n)
@@ -49,33 +47,16 @@ fn params(i: usize, max_tokens: usize) -> SamplingParams {
 }
 
 fn alone(path: &Path, reqs: &[GenerationRequest]) -> Vec<Completion> {
-    let engine = common::engine(
-        loader::load(path).expect("load"),
-        EngineConfig {
-            max_num_seqs: 1,
-            ..EngineConfig::default()
-        },
-    );
+    let engine =
+        common::engine(loader::load(path).expect("load"), EngineConfig { max_num_seqs: 1, ..EngineConfig::default() });
     reqs.iter()
-        .map(|r| {
-            engine
-                .handle
-                .submit(r.clone())
-                .expect("submit")
-                .collect_blocking(&mut |_| {})
-                .expect("done")
-        })
+        .map(|r| engine.handle.submit(r.clone()).expect("submit").collect_blocking(&mut |_| {}).expect("done"))
         .collect()
 }
 
 /// All requests through one engine with a small step budget and a pool of `pool_tokens`
 /// slots, submitted in waves: each wave after the previous one has produced tokens.
-fn together(
-    path: &Path,
-    reqs: &[GenerationRequest],
-    budget: usize,
-    pool_tokens: usize,
-) -> (Vec<Completion>, u64) {
+fn together(path: &Path, reqs: &[GenerationRequest], budget: usize, pool_tokens: usize) -> (Vec<Completion>, u64) {
     let loaded = loader::load(path).expect("load");
     let bytes = pool_tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(&loaded.model.config);
     let cfg = EngineConfig {
@@ -97,30 +78,16 @@ fn together(
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-    let out = streams
-        .into_iter()
-        .map(|s| s.collect_blocking(&mut |_| {}).expect("done"))
-        .collect();
+    let out = streams.into_iter().map(|s| s.collect_blocking(&mut |_| {}).expect("done")).collect();
     (out, engine.handle.metrics().preemptions)
 }
 
-fn check_invariance(
-    path: &Path,
-    n: usize,
-    max_prompt: usize,
-    max_tokens: usize,
-    budget: usize,
-    pool_tokens: usize,
-) {
+fn check_invariance(path: &Path, n: usize, max_prompt: usize, max_tokens: usize, budget: usize, pool_tokens: usize) {
     let vocab = loader::load_model(path).expect("load").config.vocab_size;
     let reqs: Vec<GenerationRequest> = prompts(n, max_prompt, vocab, 42)
         .into_iter()
         .enumerate()
-        .map(|(i, p)| GenerationRequest {
-            prompt_ids: p,
-            params: params(i, max_tokens),
-            priority: 0,
-        })
+        .map(|(i, p)| GenerationRequest { prompt_ids: p, params: params(i, max_tokens), priority: 0 })
         .collect();
     let want = alone(path, &reqs);
     let (got, preemptions) = together(path, &reqs, budget, pool_tokens);
@@ -132,10 +99,7 @@ fn check_invariance(
             "request {i} (prompt {} tokens) differs in the batch",
             reqs[i].prompt_ids.len()
         );
-        assert_eq!(
-            g.logprobs, w.logprobs,
-            "request {i}: log-probabilities differ"
-        );
+        assert_eq!(g.logprobs, w.logprobs, "request {i}: log-probabilities differ");
         assert_eq!(w.completion_ids.len(), max_tokens);
     }
 }
@@ -154,8 +118,7 @@ fn tiny_gguf_quantized_batch_invariance() {
 
 #[test]
 fn smollm2_batch_invariance_64_requests() {
-    let Some(path) = common::asset(common::smollm2_path(), "SmolLM2 GGUF", common::MODEL_HINT)
-    else {
+    let Some(path) = common::asset(common::smollm2_path(), "SmolLM2 GGUF", common::MODEL_HINT) else {
         return;
     };
     check_invariance(&path, 64, 96, 12, 256, 2200);
@@ -170,11 +133,7 @@ fn prefix_cache_reuses_full_blocks_and_keeps_the_output() {
         let before = e.handle.metrics().tokens_computed;
         let c = e
             .handle
-            .submit(GenerationRequest {
-                prompt_ids: prompt.clone(),
-                params: common::greedy(10),
-                priority: 0,
-            })
+            .submit(GenerationRequest { prompt_ids: prompt.clone(), params: common::greedy(10), priority: 0 })
             .expect("submit")
             .collect_blocking(&mut |_| {})
             .expect("done");
@@ -186,14 +145,7 @@ fn prefix_cache_reuses_full_blocks_and_keeps_the_output() {
     // 150 tokens = 9 full blocks + 6; at least one token is always recomputed.
     assert_eq!(second.usage.cached_tokens, 144);
     assert_eq!(computed_first, 150 + 9, "prompt + 9 decode steps");
-    assert_eq!(
-        computed_second,
-        6 + 9,
-        "only the uncached tail + decode steps"
-    );
+    assert_eq!(computed_second, 6 + 9, "only the uncached tail + decode steps");
     assert_eq!(first.completion_ids, second.completion_ids);
-    assert_eq!(
-        first.logprobs, second.logprobs,
-        "bit-identical, not just the same argmax"
-    );
+    assert_eq!(first.logprobs, second.logprobs, "bit-identical, not just the same argmax");
 }

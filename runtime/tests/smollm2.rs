@@ -28,17 +28,12 @@ struct Case {
 
 #[test]
 fn greedy_continuations_equal_hf_transformers() {
-    let Some(path) = common::asset(common::smollm2_path(), "SmolLM2 GGUF", common::MODEL_HINT)
-    else {
+    let Some(path) = common::asset(common::smollm2_path(), "SmolLM2 GGUF", common::MODEL_HINT) else {
         return;
     };
-    let text = std::fs::read_to_string(common::fixtures().join("smollm2_reference.json"))
-        .expect("reference");
+    let text = std::fs::read_to_string(common::fixtures().join("smollm2_reference.json")).expect("reference");
     let reference: Reference = serde_json::from_str(&text).expect("JSON");
-    assert!(
-        reference.cases.len() >= 8
-            && reference.cases.iter().filter(|c| c.kind == "chat").count() >= 4
-    );
+    assert!(reference.cases.len() >= 8 && reference.cases.iter().filter(|c| c.kind == "chat").count() >= 4);
     let loaded = loader::load(&path).expect("load SmolLM2");
     let tok = &loaded.tokenizer;
     let template = tok.chat_template().expect("the GGUF has a chat template");
@@ -46,28 +41,14 @@ fn greedy_continuations_equal_hf_transformers() {
     for case in &reference.cases {
         let prompt_ids = match case.kind.as_str() {
             "chat" => {
-                let rendered = template
-                    .render(&[ChatMessage::new("user", case.prompt.clone())], true)
-                    .expect("render");
-                assert_eq!(
-                    rendered, case.rendered,
-                    "chat template of {:?}",
-                    case.prompt
-                );
+                let rendered = template.render(&[ChatMessage::new("user", case.prompt.clone())], true).expect("render");
+                assert_eq!(rendered, case.rendered, "chat template of {:?}", case.prompt);
                 tok.encode(&rendered, false).expect("encode")
             }
             _ => tok.encode(&case.prompt, true).expect("encode"),
         };
-        assert_eq!(
-            prompt_ids, case.prompt_ids,
-            "prompt ids of {:?}",
-            case.prompt
-        );
-        reqs.push(GenerationRequest {
-            prompt_ids,
-            params: common::greedy(case.completion_ids.len()),
-            priority: 0,
-        });
+        assert_eq!(prompt_ids, case.prompt_ids, "prompt ids of {:?}", case.prompt);
+        reqs.push(GenerationRequest { prompt_ids, params: common::greedy(case.completion_ids.len()), priority: 0 });
     }
     // All eight run together through the continuous-batching engine.
     let engine = common::engine(loaded, EngineConfig::default());
@@ -75,11 +56,7 @@ fn greedy_continuations_equal_hf_transformers() {
     for (case, out) in reference.cases.iter().zip(common::run_all(&engine, reqs)) {
         assert_eq!(out.completion_ids.len(), 32);
         if out.completion_ids != case.completion_ids {
-            let at = out
-                .completion_ids
-                .iter()
-                .zip(&case.completion_ids)
-                .position(|(a, b)| a != b);
+            let at = out.completion_ids.iter().zip(&case.completion_ids).position(|(a, b)| a != b);
             failures.push(format!(
                 "{} {:?}: first difference at token {at:?}\n  keel {:?}\n  hf   {:?}",
                 case.kind, case.prompt, out.completion_ids, case.completion_ids

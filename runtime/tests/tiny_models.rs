@@ -24,11 +24,7 @@ fn reference(name: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
 /// Logits at every position of `tokens`, all in one forward pass.
@@ -56,15 +52,10 @@ fn stepwise_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
 
 fn check_model(name: &str) {
     let r = reference(name);
-    let model =
-        loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let vocab = model.config.vocab_size;
-    for (i, (input, want)) in r["inputs"]
-        .as_array()
-        .expect("inputs")
-        .iter()
-        .zip(r["logits"].as_array().expect("logits"))
-        .enumerate()
+    for (i, (input, want)) in
+        r["inputs"].as_array().expect("inputs").iter().zip(r["logits"].as_array().expect("logits")).enumerate()
     {
         let tokens = ids(input);
         let got = prefill_logits(&model, &tokens);
@@ -72,34 +63,13 @@ fn check_model(name: &str) {
             .as_array()
             .expect("rows")
             .iter()
-            .flat_map(|row| {
-                row.as_array()
-                    .expect("row")
-                    .iter()
-                    .map(|x| x.as_f64().expect("f") as f32)
-            })
+            .flat_map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32))
             .collect();
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "{name} input {i}: {} logits vs {} (vocab {vocab})",
-            got.len(),
-            want.len()
-        );
-        let max_diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max_diff <= 1e-4,
-            "{name} input {i}: max |Δlogit| = {max_diff}"
-        );
+        assert_eq!(got.len(), want.len(), "{name} input {i}: {} logits vs {} (vocab {vocab})", got.len(), want.len());
+        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_diff <= 1e-4, "{name} input {i}: max |Δlogit| = {max_diff}");
         let step = stepwise_logits(&model, &tokens);
-        assert!(
-            step == got,
-            "{name} input {i}: one-token steps differ from the batched prefill"
-        );
+        assert!(step == got, "{name} input {i}: one-token steps differ from the batched prefill");
     }
 }
 
@@ -134,11 +104,7 @@ fn check_tokenizer(name: &str) {
     };
     for c in cases {
         let text = c["text"].as_str().expect("text");
-        assert_eq!(
-            loaded.tokenizer.encode(text, true).expect("encode"),
-            ids(&c["ids"]),
-            "{name}: tokens of {text:?}"
-        );
+        assert_eq!(loaded.tokenizer.encode(text, true).expect("encode"), ids(&c["ids"]), "{name}: tokens of {text:?}");
     }
     if let Some(chat) = r.get("chat") {
         let messages: Vec<keel_runtime::chat_template::ChatMessage> =

@@ -21,17 +21,7 @@ mod common;
 use common::{asset, keel_home, smollm2_path, MODEL_HINT};
 
 /// The `tokenizer.ggml.pre` types keel supports that llama.cpp ships vectors for.
-const VOCABS: &[&str] = &[
-    "gpt-2",
-    "llama-bpe",
-    "qwen2",
-    "qwen35",
-    "starcoder",
-    "refact",
-    "command-r",
-    "mpt",
-    "falcon",
-];
+const VOCABS: &[&str] = &["gpt-2", "llama-bpe", "qwen2", "qwen35", "starcoder", "refact", "command-r", "mpt", "falcon"];
 
 fn vocab_dir() -> PathBuf {
     match std::env::var_os("KEEL_VOCAB_DIR") {
@@ -62,20 +52,9 @@ fn read_vectors(gguf: &Path) -> Vec<(String, Vec<u32>)> {
             }
         }
     }
-    let outputs: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .map(|t| t.parse().expect("token id"))
-                .collect()
-        })
-        .collect();
-    assert_eq!(
-        inputs.len(),
-        outputs.len(),
-        "{}: input and output counts differ",
-        gguf.display()
-    );
+    let outputs: Vec<Vec<u32>> =
+        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().expect("token id")).collect()).collect();
+    assert_eq!(inputs.len(), outputs.len(), "{}: input and output counts differ", gguf.display());
     assert!(!inputs.is_empty(), "{}: no tests", gguf.display());
     inputs.into_iter().zip(outputs).collect()
 }
@@ -91,20 +70,14 @@ fn llama_cpp_vocab_vectors() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for name in VOCABS {
-        let Some(path) = asset(
-            dir.join(format!("ggml-vocab-{name}.gguf")),
-            name,
-            VOCAB_HINT,
-        ) else {
+        let Some(path) = asset(dir.join(format!("ggml-vocab-{name}.gguf")), name, VOCAB_HINT) else {
             continue;
         };
         let tok = load(&path);
         for (text, want) in read_vectors(&path) {
             let got = tok.encode(&text, false).expect("encode");
             if got != want {
-                failures.push(format!(
-                    "{name}: {text:?}\n   want {want:?}\n    got {got:?}"
-                ));
+                failures.push(format!("{name}: {text:?}\n   want {want:?}\n    got {got:?}"));
             }
             let back = tok.decode(&got, false).expect("decode");
             if back != text {
@@ -114,12 +87,7 @@ fn llama_cpp_vocab_vectors() {
         }
     }
     eprintln!("checked {checked} llama.cpp vectors");
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// test-tokenizer-1-bpe.cpp: each token's text (when valid UTF-8) re-tokenizes to the
@@ -129,11 +97,7 @@ fn llama_cpp_vocab_vectors() {
 fn llama_cpp_round_trips() {
     let dir = vocab_dir();
     for name in ["gpt-2", "llama-bpe", "qwen2"] {
-        let Some(path) = asset(
-            dir.join(format!("ggml-vocab-{name}.gguf")),
-            name,
-            VOCAB_HINT,
-        ) else {
+        let Some(path) = asset(dir.join(format!("ggml-vocab-{name}.gguf")), name, VOCAB_HINT) else {
             continue;
         };
         let tok = load(&path);
@@ -192,29 +156,19 @@ fn smollm2_matches_llama_tokenize() {
     let Some(path) = asset(smollm2_path(), "SmolLM2 GGUF", MODEL_HINT) else {
         return;
     };
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/tokenizer/smollm2_llamacpp.json");
-    let fx: Fixture =
-        serde_json::from_slice(&std::fs::read(&fixture).expect("fixture")).expect("fixture JSON");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tokenizer/smollm2_llamacpp.json");
+    let fx: Fixture = serde_json::from_slice(&std::fs::read(&fixture).expect("fixture")).expect("fixture JSON");
     assert!(fx.cases.len() >= 10);
     let tok = load(&path);
     let mut failures = Vec::new();
     for c in &fx.cases {
         let got = tok.encode(&c.text, c.add_special).expect("encode");
         if got != c.ids {
-            failures.push(format!(
-                "{:?}\n   want {:?}\n    got {got:?}",
-                c.text, c.ids
-            ));
+            failures.push(format!("{:?}\n   want {:?}\n    got {got:?}", c.text, c.ids));
         }
         assert_eq!(tok.decode(&got, false).expect("decode"), c.text);
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!(tok.bos_token_id(), Some(1));
     assert_eq!(tok.eos_token_ids()[0], 2);
@@ -227,9 +181,7 @@ fn smollm2_chat_template() {
     };
     let tok = load(&path);
     let t = tok.chat_template().expect("SmolLM2 ships a chat template");
-    let out = t
-        .render(&[ChatMessage::new("user", "What is 2+2?")], true)
-        .expect("render");
+    let out = t.render(&[ChatMessage::new("user", "What is 2+2?")], true).expect("render");
     assert_eq!(
         out,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
@@ -238,11 +190,7 @@ fn smollm2_chat_template() {
     // The prompt tokenizes with its markers as single special tokens.
     let ids = tok.encode(&out, true).expect("encode");
     assert_eq!(ids[0], 1, "<|im_start|>");
-    assert_eq!(
-        ids.iter().filter(|&&id| id == 2).count(),
-        2,
-        "<|im_end|> x2"
-    );
+    assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 2, "<|im_end|> x2");
     assert_eq!(
         tok.decode(&ids, true).expect("decode"),
         "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\n\

@@ -63,16 +63,7 @@ impl BlockPool {
     pub fn new(num_blocks: usize, enable_caching: bool) -> BlockPool {
         assert!(num_blocks < NIL as usize, "too many blocks");
         let mut pool = BlockPool {
-            blocks: vec![
-                Block {
-                    ref_cnt: 0,
-                    cached: None,
-                    prev: NIL,
-                    next: NIL,
-                    in_free_list: false
-                };
-                num_blocks
-            ],
+            blocks: vec![Block { ref_cnt: 0, cached: None, prev: NIL, next: NIL, in_free_list: false }; num_blocks],
             head: NIL,
             tail: NIL,
             num_free: 0,
@@ -172,10 +163,7 @@ impl BlockPool {
     pub fn free(&mut self, blocks: &[BlockId]) {
         for &b in blocks {
             let blk = &mut self.blocks[b as usize];
-            assert!(
-                blk.ref_cnt > 0,
-                "block {b} freed more often than referenced"
-            );
+            assert!(blk.ref_cnt > 0, "block {b} freed more often than referenced");
             blk.ref_cnt -= 1;
             if blk.ref_cnt == 0 {
                 self.push_back(b);
@@ -194,11 +182,7 @@ impl BlockPool {
     }
 
     /// The cached block holding `tokens` after the block hashed `parent`, if any.
-    pub fn lookup(
-        &self,
-        parent: Option<BlockHash>,
-        tokens: &[u32],
-    ) -> Option<(BlockId, BlockHash)> {
+    pub fn lookup(&self, parent: Option<BlockHash>, tokens: &[u32]) -> Option<(BlockId, BlockHash)> {
         if !self.caching {
             return None;
         }
@@ -212,16 +196,9 @@ impl BlockPool {
     /// holding the same content keeps the entry (this one stays uncached).
     pub fn register(&mut self, b: BlockId, parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
         let hash = BlockHash::of(parent, tokens);
-        if self.caching
-            && self.blocks[b as usize].cached.is_none()
-            && !self.cache.contains_key(&hash)
-        {
+        if self.caching && self.blocks[b as usize].cached.is_none() && !self.cache.contains_key(&hash) {
             self.cache.insert(hash, b);
-            self.blocks[b as usize].cached = Some(CacheKey {
-                hash,
-                parent,
-                tokens: tokens.to_vec(),
-            });
+            self.blocks[b as usize].cached = Some(CacheKey { hash, parent, tokens: tokens.to_vec() });
         }
         hash
     }
@@ -249,24 +226,15 @@ impl BlockPool {
             b = blk.next;
         }
         if prev != self.tail || seen != self.num_free {
-            return Err(format!(
-                "free list has {seen} blocks, counter says {}",
-                self.num_free
-            ));
+            return Err(format!("free list has {seen} blocks, counter says {}", self.num_free));
         }
         let used = self.blocks.iter().filter(|b| b.ref_cnt > 0).count();
         if used + self.num_free != self.blocks.len() {
-            return Err(format!(
-                "used {used} + free {} != total {}",
-                self.num_free,
-                self.blocks.len()
-            ));
+            return Err(format!("used {used} + free {} != total {}", self.num_free, self.blocks.len()));
         }
         for (h, &b) in &self.cache {
             if self.blocks[b as usize].cached.as_ref().map(|k| k.hash) != Some(*h) {
-                return Err(format!(
-                    "cache entry {h:?} points at block {b} which does not hold it"
-                ));
+                return Err(format!("cache entry {h:?} points at block {b} which does not hold it"));
             }
         }
         let registered = self.blocks.iter().filter(|b| b.cached.is_some()).count();

@@ -39,17 +39,9 @@ pub struct ComputedBlocks {
 }
 
 impl KvCacheManager {
-    pub fn new(
-        num_blocks: usize,
-        block_size: usize,
-        enable_prefix_caching: bool,
-    ) -> KvCacheManager {
+    pub fn new(num_blocks: usize, block_size: usize, enable_prefix_caching: bool) -> KvCacheManager {
         assert!(block_size > 0);
-        KvCacheManager {
-            pool: BlockPool::new(num_blocks, enable_prefix_caching),
-            block_size,
-            owned: HashMap::new(),
-        }
+        KvCacheManager { pool: BlockPool::new(num_blocks, enable_prefix_caching), block_size, owned: HashMap::new() }
     }
 
     pub fn block_size(&self) -> usize {
@@ -96,31 +88,14 @@ impl KvCacheManager {
     /// Makes room for `num_new_tokens` more tokens of `req` (after `req.num_computed_tokens`,
     /// or after `computed.num_tokens` for a request entering from the queue). Returns false,
     /// changing nothing, when the pool cannot supply the blocks.
-    pub fn allocate_slots(
-        &mut self,
-        req: &Request,
-        num_new_tokens: usize,
-        computed: &ComputedBlocks,
-    ) -> bool {
+    pub fn allocate_slots(&mut self, req: &Request, num_new_tokens: usize, computed: &ComputedBlocks) -> bool {
         let have = self.owned.get(&req.id).map_or(0, |o| o.table.0.len());
-        let start = if have == 0 {
-            computed.num_tokens
-        } else {
-            req.num_computed_tokens
-        };
+        let start = if have == 0 { computed.num_tokens } else { req.num_computed_tokens };
         let need_total = (start + num_new_tokens).div_ceil(self.block_size);
         let reused = if have == 0 { computed.blocks.len() } else { 0 };
         let new = need_total.saturating_sub(have + reused);
         // Cached blocks taken back from the free list use up free blocks too.
-        let revived = if have == 0 {
-            computed
-                .blocks
-                .iter()
-                .filter(|b| self.pool.is_free(**b))
-                .count()
-        } else {
-            0
-        };
+        let revived = if have == 0 { computed.blocks.iter().filter(|b| self.pool.is_free(**b)).count() } else { 0 };
         if new + revived > self.pool.num_free() {
             return false;
         }
@@ -164,16 +139,8 @@ impl KvCacheManager {
     /// Gives `child` the blocks of `parent`'s first `num_tokens` tokens: full blocks are
     /// shared; a partial last block gets a fresh block, returned as `(src, dst)` for the
     /// engine to copy. `None`, changing nothing, when no block is free for that copy.
-    pub fn fork(
-        &mut self,
-        parent: RequestId,
-        child: RequestId,
-        num_tokens: usize,
-    ) -> Option<Vec<(BlockId, BlockId)>> {
-        assert!(
-            !self.owned.contains_key(&child),
-            "fork into an existing request"
-        );
+    pub fn fork(&mut self, parent: RequestId, child: RequestId, num_tokens: usize) -> Option<Vec<(BlockId, BlockId)>> {
+        assert!(!self.owned.contains_key(&child), "fork into an existing request");
         let src = self.owned.get(&parent)?.clone();
         let n_blocks = num_tokens.div_ceil(self.block_size).min(src.table.0.len());
         let full = (num_tokens / self.block_size).min(n_blocks);
@@ -186,13 +153,7 @@ impl KvCacheManager {
         }
         self.pool.touch(&src.table.0[..full]);
         let hashes = src.hashes[..src.hashes.len().min(full)].to_vec();
-        self.owned.insert(
-            child,
-            Owned {
-                table: BlockTable(table),
-                hashes,
-            },
-        );
+        self.owned.insert(child, Owned { table: BlockTable(table), hashes });
         Some(copies)
     }
 
@@ -211,10 +172,7 @@ impl KvCacheManager {
         }
         for (b, &r) in refs.iter().enumerate() {
             if self.pool.ref_count(b as BlockId) != r {
-                return Err(format!(
-                    "block {b}: ref_cnt {} but {r} tables hold it",
-                    self.pool.ref_count(b as BlockId)
-                ));
+                return Err(format!("block {b}: ref_cnt {} but {r} tables hold it", self.pool.ref_count(b as BlockId)));
             }
         }
         Ok(())

@@ -19,11 +19,7 @@ pub enum Error {
     #[error("request {0} already exists")]
     DuplicateRequest(RequestId),
     #[error("request {id}: {tokens} tokens can never fit in the KV cache ({capacity} token slots); raise --kv-cache-mem or shorten the prompt")]
-    TooLong {
-        id: RequestId,
-        tokens: usize,
-        capacity: usize,
-    },
+    TooLong { id: RequestId, tokens: usize, capacity: usize },
     #[error("request {0}: empty prompt")]
     EmptyPrompt(RequestId),
 }

@@ -87,11 +87,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
-        let kv = KvCacheManager::new(
-            config.num_blocks,
-            config.block_size,
-            config.enable_prefix_caching,
-        );
+        let kv = KvCacheManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching);
         Scheduler {
             config,
             kv,
@@ -142,11 +138,7 @@ impl Scheduler {
         }
         let cap = self.kv.capacity_tokens();
         if req.num_tokens() > cap {
-            return Err(Error::TooLong {
-                id: req.id,
-                tokens: req.num_tokens(),
-                capacity: cap,
-            });
+            return Err(Error::TooLong { id: req.id, tokens: req.num_tokens(), capacity: cap });
         }
         req.arrival = self.next_arrival;
         self.next_arrival += 1;
@@ -159,9 +151,7 @@ impl Scheduler {
 
     fn enqueue(&mut self, id: RequestId) {
         let key = self.requests[&id].order_key();
-        let pos = self
-            .waiting
-            .partition_point(|w| self.requests[w].order_key() <= key);
+        let pos = self.waiting.partition_point(|w| self.requests[w].order_key() <= key);
         self.waiting.insert(pos, id);
     }
 
@@ -206,20 +196,14 @@ impl Scheduler {
             }
             let (left, computed) = {
                 let r = &self.requests[&id];
-                (
-                    r.num_tokens() - r.num_computed_tokens,
-                    r.num_computed_tokens,
-                )
+                (r.num_tokens() - r.num_computed_tokens, r.num_computed_tokens)
             };
             let n = left.min(budget);
             if n == 0 {
                 continue;
             }
             loop {
-                if self
-                    .kv
-                    .allocate_slots(&self.requests[&id], n, &ComputedBlocks::default())
-                {
+                if self.kv.allocate_slots(&self.requests[&id], n, &ComputedBlocks::default()) {
                     out.scheduled.push(self.scheduled(id, computed, n));
                     done.push(id);
                     budget -= n;
@@ -253,10 +237,7 @@ impl Scheduler {
         }
 
         // Waiting requests, unless this step had to preempt (admitting now would thrash).
-        while out.preempted.is_empty()
-            && budget > 0
-            && self.running.len() < self.config.max_num_seqs
-        {
+        while out.preempted.is_empty() && budget > 0 && self.running.len() < self.config.max_num_seqs {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
@@ -272,8 +253,7 @@ impl Scheduler {
             r.status = RequestStatus::Running;
             r.num_computed_tokens = computed.num_tokens;
             r.num_cached_tokens = computed.num_tokens;
-            out.scheduled
-                .push(self.scheduled(id, computed.num_tokens, n));
+            out.scheduled.push(self.scheduled(id, computed.num_tokens, n));
             budget -= n;
         }
         out

@@ -74,19 +74,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let loaded = load_model(a.model.as_deref())?;
     let tok = &loaded.tokenizer;
     let prompt_ids = if a.chat {
-        let template = tok.chat_template().ok_or_else(|| {
-            UsageError(format!(
-                "--chat: model {} has no chat template",
-                loaded.name
-            ))
-        })?;
-        let text = template.render(
-            &[ChatMessage {
-                role: "user".into(),
-                content: a.prompt.clone(),
-            }],
-            true,
-        )?;
+        let template = tok
+            .chat_template()
+            .ok_or_else(|| UsageError(format!("--chat: model {} has no chat template", loaded.name)))?;
+        let text = template.render(&[ChatMessage { role: "user".into(), content: a.prompt.clone() }], true)?;
         tok.encode(&text, false)?
     } else {
         tok.encode(&a.prompt, true)?
@@ -109,14 +100,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let name = loaded.name.clone();
     let engine = Engine::start(loaded.model, Arc::new(loaded.tokenizer), engine_cfg)?;
-    let stream = engine.handle.submit(GenerationRequest {
-        prompt_ids: prompt_ids.clone(),
-        params,
-        priority: 0,
-    })?;
-    let out = stream
-        .collect_blocking(&mut on_text)
-        .context("generating")?;
+    let stream = engine.handle.submit(GenerationRequest { prompt_ids: prompt_ids.clone(), params, priority: 0 })?;
+    let out = stream.collect_blocking(&mut on_text).context("generating")?;
     let prefill_s = out.timings.ttft.as_secs_f64().max(1e-9);
     let decode_s = (out.timings.e2e - out.timings.ttft).as_secs_f64().max(1e-9);
     let prefill_tps = prompt_ids.len() as f64 / prefill_s;

@@ -11,9 +11,7 @@ use keel_runtime::loader::LoadedModel;
 /// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.downcast_ref::<BadModelArg>().is_some()
-            || cause.downcast_ref::<UsageError>().is_some()
-        {
+        if cause.downcast_ref::<BadModelArg>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }
         if let Some(re) = cause.downcast_ref::<keel_runtime::Error>() {
@@ -35,8 +33,7 @@ pub struct UsageError(pub String);
 pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
     let path = model_store::resolve(arg)?;
     let t = std::time::Instant::now();
-    let loaded = keel_runtime::loader::load(&path)
-        .with_context(|| format!("loading model {}", path.display()))?;
+    let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
     tracing::info!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
         loaded.name,
@@ -53,10 +50,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512MiB or 2GiB"))?;
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 512MiB or 2GiB"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -65,11 +59,7 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         "mib" => 1024.0 * 1024.0,
         "g" | "gb" => 1e9,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
     };
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s:?} must be a positive size"));

@@ -17,15 +17,8 @@ pub struct PullArgs {
 
 pub fn run(a: PullArgs) -> Result<()> {
     let m = model_store::known(&a.name).ok_or_else(|| {
-        let names: Vec<String> = KNOWN_MODELS
-            .iter()
-            .map(|m| format!("{} ({})", m.name, m.description))
-            .collect();
-        UsageError(format!(
-            "unknown model {:?}; known models: {}",
-            a.name,
-            names.join(", ")
-        ))
+        let names: Vec<String> = KNOWN_MODELS.iter().map(|m| format!("{} ({})", m.name, m.description)).collect();
+        UsageError(format!("unknown model {:?}; known models: {}", a.name, names.join(", ")))
     })?;
     let path = model_store::pull(m, a.force)?;
     println!("{}", path.display());

@@ -43,12 +43,7 @@ unsafe fn reduce(acc: Acc) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn load_f32x32(p: *const f32) -> [__m256; 4] {
-    [
-        _mm256_loadu_ps(p),
-        _mm256_loadu_ps(p.add(8)),
-        _mm256_loadu_ps(p.add(16)),
-        _mm256_loadu_ps(p.add(24)),
-    ]
+    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -93,11 +88,7 @@ unsafe fn dot_half<const BF16: bool>(w: &[u8], x: &[f32]) -> f32 {
     let full = n / 32 * 32;
     let mut i = 0;
     while i < full {
-        fma4(
-            load_half32::<BF16>(w.as_ptr().add(2 * i)),
-            x.as_ptr().add(i),
-            &mut acc,
-        );
+        fma4(load_half32::<BF16>(w.as_ptr().add(2 * i)), x.as_ptr().add(i), &mut acc);
         i += 32;
     }
     if full < n {
@@ -116,11 +107,7 @@ unsafe fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
     let full = n / 32 * 32;
     let mut i = 0;
     while i < full {
-        fma4(
-            load_f32x32(w.as_ptr().add(4 * i) as *const f32),
-            x.as_ptr().add(i),
-            &mut acc,
-        );
+        fma4(load_f32x32(w.as_ptr().add(4 * i) as *const f32), x.as_ptr().add(i), &mut acc);
         i += 32;
     }
     if full < n {
@@ -153,12 +140,7 @@ unsafe fn nibbles(p: *const u8) -> [__m256i; 4] {
     let m = _mm_set1_epi8(0x0F);
     let lo = _mm_and_si128(v, m);
     let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-    [
-        widen_u8::<0>(lo),
-        widen_u8::<1>(lo),
-        widen_u8::<0>(hi),
-        widen_u8::<1>(hi),
-    ]
+    [widen_u8::<0>(lo), widen_u8::<1>(lo), widen_u8::<0>(hi), widen_u8::<1>(hi)]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -168,8 +150,7 @@ unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
         let d = _mm256_set1_ps(f16_at(b, 0));
         let mut wv = [_mm256_setzero_ps(); 4];
         for (k, wk) in wv.iter_mut().enumerate() {
-            let q =
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(2 + 8 * k) as *const __m128i));
+            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(2 + 8 * k) as *const __m128i));
             *wk = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
         }
         fma4(wv, xb.as_ptr(), &mut acc);
@@ -217,11 +198,7 @@ unsafe fn dot_blocks(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
     for (b, xb) in w.chunks_exact(bb).zip(x.chunks_exact(bs)) {
         dequantize_block(dtype, b, &mut buf[..bs]);
         for j in (0..bs).step_by(32) {
-            fma4(
-                load_f32x32(buf.as_ptr().add(j)),
-                xb.as_ptr().add(j),
-                &mut acc,
-            );
+            fma4(load_f32x32(buf.as_ptr().add(j)), xb.as_ptr().add(j), &mut acc);
         }
     }
     reduce(acc)
@@ -247,10 +224,7 @@ pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let mut i = 0;
     while i + 8 <= n {
         let py = y.as_mut_ptr().add(i);
-        _mm256_storeu_ps(
-            py,
-            _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py)),
-        );
+        _mm256_storeu_ps(py, _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py)));
         i += 8;
     }
     while i < n {

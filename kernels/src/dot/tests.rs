@@ -13,11 +13,7 @@ fn check_row(dtype: DType, n: usize, seed: u64) {
     let mut wf = vec![0f32; n];
     dequantize_row(dtype, &w, &mut wf);
     let exact: f64 = wf.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let scale: f64 = wf
-        .iter()
-        .zip(&x)
-        .map(|(a, b)| (*a as f64 * *b as f64).abs())
-        .sum();
+    let scale: f64 = wf.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
     for level in available_levels() {
         let fused = dot_row_at(level, dtype, &w, &x);
         let expanded = dot_f32_at(level, &wf, &x);

@@ -2,20 +2,19 @@
 //! register-tiled micro-kernel (up to 4 rows × 2 tokens) over expanded rows.
 //!
 //! Every output `(row r, token t)` is computed with the accumulation order defined in
-//! `dot/avx512.rs`: two 16-lane accumulators over 32-element chunks (`acc0` gets
-//! elements `32c..32c+16`, `acc1` the next 16), a zero-filled (masked) last chunk, then
-//! `reduce_add(acc0 + acc1)`. Tiles only interleave independent chains, so a token gets
-//! the same bits from the GEMV, from any tile shape, and from `dot::dot_row`.
+//! `dot/avx512.rs`: one 16-lane accumulator, one FMA per 16 elements in order, a
+//! zero-filled (masked) last partial step, then `reduce_add`. Tiles only interleave
+//! independent chains, so a token gets the same bits from the GEMV, from any tile shape,
+//! and from `dot::dot_row`.
 //!
 //! Safety: callers guarantee the `avx512f`, `avx512bw`, `avx512vl` and `f16c` CPU
 //! features and in-bounds pointers: every weight row holds `k` elements of its dtype,
 //! every activation row `k` f32.
 
+use crate::dot::avx512::lanes;
 use crate::dtype::DType;
 use crate::quant::dequantize_block;
 use std::arch::x86_64::*;
-
-type Acc = (__m512, __m512);
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
@@ -24,33 +23,11 @@ unsafe fn f16_scale(p: *const u8) -> __m512 {
     _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))))
 }
 
-/// Masks for the two halves of a final chunk of `rem` (1..32) elements.
-#[inline]
-fn tail_masks(rem: usize) -> (u16, u16) {
-    let lo = if rem >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << rem) - 1) as u16
-    };
-    let hi = if rem <= 16 {
-        0
-    } else {
-        ((1u32 << (rem - 16)) - 1) as u16
-    };
-    (lo, hi)
-}
-
+/// The two 16-element steps of a 32-element chunk, in order, on one accumulator.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
-unsafe fn fma_chunk(w0: __m512, w1: __m512, x0: __m512, x1: __m512, acc: &mut Acc) {
-    acc.0 = _mm512_fmadd_ps(w0, x0, acc.0);
-    acc.1 = _mm512_fmadd_ps(w1, x1, acc.1);
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-#[inline]
-unsafe fn reduce(acc: Acc) -> f32 {
-    _mm512_reduce_add_ps(_mm512_add_ps(acc.0, acc.1))
+unsafe fn fma_chunk(w0: __m512, w1: __m512, x0: __m512, x1: __m512, acc: &mut __m512) {
+    *acc = _mm512_fmadd_ps(w1, x1, _mm512_fmadd_ps(w0, x0, *acc));
 }
 
 /// A weight format whose rows are expanded in registers, 32 elements ("a chunk") at a
@@ -98,10 +75,7 @@ impl Chunked for BF16s {
     unsafe fn load(p: *const u8) -> (__m512, __m512) {
         let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
         let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.add(32) as *const __m256i));
-        (
-            _mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)),
-            _mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)),
-        )
+        (_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)))
     }
 }
 
@@ -113,10 +87,7 @@ impl Chunked for Q8_0s {
         let d = f16_scale(b);
         let q0 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(2) as *const __m128i));
         let q1 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(18) as *const __m128i));
-        (
-            _mm512_mul_ps(_mm512_cvtepi32_ps(q0), d),
-            _mm512_mul_ps(_mm512_cvtepi32_ps(q1), d),
-        )
+        (_mm512_mul_ps(_mm512_cvtepi32_ps(q0), d), _mm512_mul_ps(_mm512_cvtepi32_ps(q1), d))
     }
 }
 
@@ -155,10 +126,7 @@ impl Chunked for Q4_1s {
 unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
     let v = _mm_loadu_si128(p as *const __m128i);
     let m = _mm_set1_epi8(0x0F);
-    (
-        _mm512_cvtepu8_epi32(_mm_and_si128(v, m)),
-        _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)),
-    )
+    (_mm512_cvtepu8_epi32(_mm_and_si128(v, m)), _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)))
 }
 
 /// `R` rows of format `W` (`k` elements each) dotted with one token `x`.
@@ -170,7 +138,7 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
     k: usize,
     out: &mut [f32; R],
 ) {
-    let mut acc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); R];
+    let mut acc = [_mm512_setzero_ps(); R];
     let full = k / 32;
     for c in 0..full {
         let x0 = _mm512_loadu_ps(x.add(32 * c));
@@ -180,53 +148,44 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
             fma_chunk(w0, w1, x0, x1, &mut acc[r]);
         }
     }
-    let rem = k - 32 * full;
-    if rem > 0 {
-        // Only float rows have partial chunks: expand the tail through a padded copy.
-        let (m0, m1) = tail_masks(rem);
-        let x0 = _mm512_maskz_loadu_ps(m0, x.add(32 * full));
-        let x1 = _mm512_maskz_loadu_ps(m1, x.add(32 * full + 16));
+    // Only float rows have partial chunks: expand the rest through a zero-padded copy,
+    // in 16-element steps.
+    let mut i = 32 * full;
+    if i < k {
         let eb = dtype.block_bytes();
+        let mut bufs = [[0f32; 32]; R];
         for r in 0..R {
-            let mut buf = [0f32; 32];
             crate::quant::dequantize_row(
                 dtype,
-                std::slice::from_raw_parts(rows[r].add(full * 32 * eb), rem * eb),
-                &mut buf[..rem],
+                std::slice::from_raw_parts(rows[r].add(i * eb), (k - i) * eb),
+                &mut bufs[r][..k - i],
             );
-            fma_chunk(
-                _mm512_loadu_ps(buf.as_ptr()),
-                _mm512_loadu_ps(buf.as_ptr().add(16)),
-                x0,
-                x1,
-                &mut acc[r],
-            );
+        }
+        let mut j = 0;
+        while i < k {
+            let m = lanes(k - i);
+            let xv = _mm512_maskz_loadu_ps(m, x.add(i));
+            for r in 0..R {
+                acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(bufs[r].as_ptr().add(j)), xv, acc[r]);
+            }
+            i += 16;
+            j += 16;
         }
     }
     for r in 0..R {
-        out[r] = reduce(acc[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]);
     }
 }
 
 /// Block formats without a chunk loader: each block through the reference dequantizer.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn gemv_blocks<const R: usize>(
-    dtype: DType,
-    rows: [*const u8; R],
-    x: *const f32,
-    k: usize,
-    out: &mut [f32; R],
-) {
-    let mut acc = [(_mm512_setzero_ps(), _mm512_setzero_ps()); R];
+unsafe fn gemv_blocks<const R: usize>(dtype: DType, rows: [*const u8; R], x: *const f32, k: usize, out: &mut [f32; R]) {
+    let mut acc = [_mm512_setzero_ps(); R];
     let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
     let mut buf = [0f32; 256];
     for blk in 0..k / bs {
         for r in 0..R {
-            dequantize_block(
-                dtype,
-                std::slice::from_raw_parts(rows[r].add(blk * bb), bb),
-                &mut buf[..bs],
-            );
+            dequantize_block(dtype, std::slice::from_raw_parts(rows[r].add(blk * bb), bb), &mut buf[..bs]);
             for j in (0..bs).step_by(32) {
                 let xp = x.add(blk * bs + j);
                 fma_chunk(
@@ -240,19 +199,13 @@ unsafe fn gemv_blocks<const R: usize>(
         }
     }
     for r in 0..R {
-        out[r] = reduce(acc[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]);
     }
 }
 
 /// `R` rows (stored as `dtype`, `k` elements each) dotted with one token `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub unsafe fn gemv<const R: usize>(
-    dtype: DType,
-    rows: [*const u8; R],
-    x: *const f32,
-    k: usize,
-    out: &mut [f32; R],
-) {
+pub unsafe fn gemv<const R: usize>(dtype: DType, rows: [*const u8; R], x: *const f32, k: usize, out: &mut [f32; R]) {
     match dtype {
         DType::F32 => gemv_chunked::<F32s, R>(dtype, rows, x, k, out),
         DType::F16 => gemv_chunked::<F16s, R>(dtype, rows, x, k, out),
@@ -295,18 +248,14 @@ pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]
         DType::Q4_1 => expand_chunked::<Q4_1s>(dtype, row, k, out),
         DType::Q5_0 | DType::Q4K | DType::Q6K => {
             let bytes = dtype.row_bytes(k).expect("whole blocks");
-            crate::quant::dequantize_row(
-                dtype,
-                std::slice::from_raw_parts(row, bytes),
-                &mut out[..k],
-            );
+            crate::quant::dequantize_row(dtype, std::slice::from_raw_parts(row, bytes), &mut out[..k]);
         }
     }
 }
 
-/// `R` expanded f32 rows × `C` tokens: `out[r][c] = w[r] · x[c]` over `k` elements.
-/// Each row chunk is loaded once and used for all `C` tokens; each token chunk is used
-/// for all `R` rows (so with `R = 6` a token's activations are read once per 6 rows).
+/// `R` expanded f32 rows × `C` tokens: `out[r][c] = w[r] · x[c]` over `k` elements,
+/// 16 elements per step: each step loads `R` weight and `C` token vectors for `R·C`
+/// FMAs (6 × 4 needs 10 loads for 24 FMAs).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 pub unsafe fn tile<const R: usize, const C: usize>(
     w: [*const f32; R],
@@ -314,42 +263,33 @@ pub unsafe fn tile<const R: usize, const C: usize>(
     k: usize,
     out: &mut [[f32; C]; R],
 ) {
-    let mut acc = [[(_mm512_setzero_ps(), _mm512_setzero_ps()); C]; R];
-    let full = k / 32;
-    for ch in 0..full {
-        let o = 32 * ch;
-        let mut xv = [(_mm512_setzero_ps(), _mm512_setzero_ps()); C];
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut i = 0;
+    while i + 16 <= k {
+        let mut xv = [_mm512_setzero_ps(); C];
         for c in 0..C {
-            xv[c] = (
-                _mm512_loadu_ps(x[c].add(o)),
-                _mm512_loadu_ps(x[c].add(o + 16)),
-            );
+            xv[c] = _mm512_loadu_ps(x[c].add(i));
         }
         for r in 0..R {
-            let w0 = _mm512_loadu_ps(w[r].add(o));
-            let w1 = _mm512_loadu_ps(w[r].add(o + 16));
+            let wv = _mm512_loadu_ps(w[r].add(i));
             for c in 0..C {
-                fma_chunk(w0, w1, xv[c].0, xv[c].1, &mut acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
             }
         }
+        i += 16;
     }
-    let rem = k - 32 * full;
-    if rem > 0 {
-        let (m0, m1) = tail_masks(rem);
-        let o = 32 * full;
-        for c in 0..C {
-            let x0 = _mm512_maskz_loadu_ps(m0, x[c].add(o));
-            let x1 = _mm512_maskz_loadu_ps(m1, x[c].add(o + 16));
-            for r in 0..R {
-                let w0 = _mm512_maskz_loadu_ps(m0, w[r].add(o));
-                let w1 = _mm512_maskz_loadu_ps(m1, w[r].add(o + 16));
-                fma_chunk(w0, w1, x0, x1, &mut acc[r][c]);
+    if i < k {
+        let m = lanes(k - i);
+        for r in 0..R {
+            let wv = _mm512_maskz_loadu_ps(m, w[r].add(i));
+            for c in 0..C {
+                acc[r][c] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x[c].add(i)), acc[r][c]);
             }
         }
     }
     for r in 0..R {
         for c in 0..C {
-            out[r][c] = reduce(acc[r][c]);
+            out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
         }
     }
 }

@@ -22,19 +22,9 @@ pub(crate) struct EngineCore {
     metrics: Arc<EngineMetrics>,
 }
 
-/// log-softmax of `logits[id]`, computed in f64 over the row.
+/// log-softmax of `logits[id]` under the model (before any sampling transform).
 fn logprob(logits: &[f32], id: u32) -> f32 {
-    let max = logits
-        .iter()
-        .cloned()
-        .filter(|x| !x.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits
-        .iter()
-        .filter(|x| !x.is_nan())
-        .map(|&x| ((x - max) as f64).exp())
-        .sum();
-    ((logits[id as usize] - max) as f64 - sum.ln()) as f32
+    logits[id as usize] - keel_kernels::exp::logsumexp(logits)
 }
 
 impl EngineCore {
@@ -52,14 +42,7 @@ impl EngineCore {
             block_size: kv.block_size,
             enable_prefix_caching: cfg.enable_prefix_caching,
         });
-        EngineCore {
-            model,
-            kv,
-            tokenizer,
-            scheduler,
-            states: HashMap::new(),
-            metrics,
-        }
+        EngineCore { model, kv, tokenizer, scheduler, states: HashMap::new(), metrics }
     }
 
     pub fn run(mut self, rx: Receiver<Command>) {
@@ -100,24 +83,14 @@ impl EngineCore {
     /// Returns false on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Add {
-                id,
-                req,
-                events,
-                submitted,
-            } => {
+            Command::Add { id, req, events, submitted } => {
                 let state = RequestState::new(events, &req.prompt_ids, req.params, submitted);
-                match self
-                    .scheduler
-                    .add_request(Request::new(id, req.prompt_ids, req.priority))
-                {
+                match self.scheduler.add_request(Request::new(id, req.prompt_ids, req.priority)) {
                     Ok(()) => {
                         self.states.insert(id, state);
                     }
                     Err(e) => {
-                        let _ = state.events.send(TokenEvent::Error {
-                            message: e.to_string(),
-                        });
+                        let _ = state.events.send(TokenEvent::Error { message: e.to_string() });
                     }
                 }
             }
@@ -145,9 +118,7 @@ impl EngineCore {
         let out = self.scheduler.schedule();
         for (id, msg) in &out.failed {
             if let Some(st) = self.states.remove(id) {
-                let _ = st.events.send(TokenEvent::Error {
-                    message: msg.clone(),
-                });
+                let _ = st.events.send(TokenEvent::Error { message: msg.clone() });
                 self.metrics.add_finished();
             }
         }
@@ -158,13 +129,7 @@ impl EngineCore {
         let now = Instant::now();
         let mut batch = ForwardBatch::default();
         for s in &out.scheduled {
-            batch.push_seq(
-                &s.token_ids,
-                s.num_computed_tokens,
-                &s.block_table,
-                self.kv.block_size,
-                s.samples,
-            );
+            batch.push_seq(&s.token_ids, s.num_computed_tokens, &s.block_table, self.kv.block_size, s.samples);
             if let Some(st) = self.states.get_mut(&s.id) {
                 if st.started.is_none() {
                     st.started = Some(now);
@@ -179,9 +144,7 @@ impl EngineCore {
                 // A model fault fails this step's requests, not the engine.
                 for s in &out.scheduled {
                     if let Some(st) = self.states.remove(&s.id) {
-                        let _ = st.events.send(TokenEvent::Error {
-                            message: format!("forward pass failed: {e}"),
-                        });
+                        let _ = st.events.send(TokenEvent::Error { message: format!("forward pass failed: {e}") });
                     }
                     self.scheduler.finish_request(s.id, FinishReason::Error);
                 }
@@ -194,8 +157,7 @@ impl EngineCore {
         let mut rows = logits.chunks_exact(vocab);
         for s in out.scheduled.iter().filter(|s| s.samples) {
             let row = rows.next().expect("one logits row per sampling request");
-            let (Some(st), Some(req)) = (self.states.get_mut(&s.id), self.scheduler.request(s.id))
-            else {
+            let (Some(st), Some(req)) = (self.states.get_mut(&s.id), self.scheduler.request(s.id)) else {
                 continue;
             };
             let mut work = row.to_vec();
@@ -207,8 +169,7 @@ impl EngineCore {
         self.scheduler.update_from_output(&out, &pairs);
         // Counted before any event goes out, so a client that saw its last token also
         // sees the step that made it in the metrics.
-        self.metrics
-            .add_step(out.num_scheduled_tokens(), pairs.len());
+        self.metrics.add_step(out.num_scheduled_tokens(), pairs.len());
         let ctx = self.model.config.max_position_embeddings;
         for (id, tok, lp) in sampled {
             let Some(st) = self.states.get_mut(&id) else {

@@ -50,13 +50,7 @@ impl EngineMetrics {
         }
     }
 
-    pub(crate) fn set_queues(
-        &self,
-        running: usize,
-        waiting: usize,
-        blocks_used: usize,
-        preemptions: u64,
-    ) {
+    pub(crate) fn set_queues(&self, running: usize, waiting: usize, blocks_used: usize, preemptions: u64) {
         self.running.store(running as u64, Relaxed);
         self.waiting.store(waiting as u64, Relaxed);
         self.blocks_used.store(blocks_used as u64, Relaxed);

@@ -78,11 +78,7 @@ impl EngineConfig {
     pub fn num_blocks(&self, cfg: &ModelConfig) -> usize {
         let per_block = KvCache::bytes_per_block(cfg);
         let bytes = self.kv_cache_bytes.unwrap_or_else(|| {
-            let want = self
-                .max_num_seqs
-                .saturating_mul(cfg.max_position_embeddings)
-                .div_ceil(BLOCK_SIZE)
-                * per_block;
+            let want = self.max_num_seqs.saturating_mul(cfg.max_position_embeddings).div_ceil(BLOCK_SIZE) * per_block;
             want.min(1 << 30)
         });
         (bytes / per_block).max(1)
@@ -123,12 +119,7 @@ pub enum TokenEvent {
     /// available (possibly empty: incomplete UTF-8 or a possible stop-string prefix).
     Token { id: u32, logprob: f32, text: String },
     /// The end: held-back text released (if any), why, counts and timings.
-    Finished {
-        text: String,
-        reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-    },
+    Finished { text: String, reason: FinishReason, usage: Usage, timings: Timings },
     /// The request could not be served.
     Error { message: String },
 }
@@ -199,10 +190,7 @@ impl RequestStream {
     }
 
     fn note(&mut self, e: &Option<TokenEvent>) {
-        if matches!(
-            e,
-            None | Some(TokenEvent::Finished { .. }) | Some(TokenEvent::Error { .. })
-        ) {
+        if matches!(e, None | Some(TokenEvent::Finished { .. }) | Some(TokenEvent::Error { .. })) {
             self.done = true;
         }
     }
@@ -226,11 +214,7 @@ impl RequestStream {
         let (mut ids, mut logprobs, mut text) = (Vec::new(), Vec::new(), String::new());
         while let Some(ev) = self.blocking_next() {
             match ev {
-                TokenEvent::Token {
-                    id,
-                    logprob,
-                    text: t,
-                } => {
+                TokenEvent::Token { id, logprob, text: t } => {
                     ids.push(id);
                     logprobs.push(logprob);
                     if !t.is_empty() {
@@ -238,12 +222,7 @@ impl RequestStream {
                         text.push_str(&t);
                     }
                 }
-                TokenEvent::Finished {
-                    text: t,
-                    reason,
-                    usage,
-                    timings,
-                } => {
+                TokenEvent::Finished { text: t, reason, usage, timings } => {
                     if !t.is_empty() {
                         on_text(&t);
                         text.push_str(&t);
@@ -260,9 +239,7 @@ impl RequestStream {
                 TokenEvent::Error { message } => return Err(Error::Model(message)),
             }
         }
-        Err(Error::Model(
-            "the engine stopped before the request finished".into(),
-        ))
+        Err(Error::Model("the engine stopped before the request finished".into()))
     }
 }
 
@@ -293,18 +270,8 @@ impl EngineHandle {
         check_request(&self.config, &req.prompt_ids, &req.params)?;
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        match self.tx.try_send(Command::Add {
-            id,
-            req,
-            events: etx,
-            submitted: Instant::now(),
-        }) {
-            Ok(()) => Ok(RequestStream {
-                id,
-                rx: erx,
-                tx: self.tx.clone(),
-                done: false,
-            }),
+        match self.tx.try_send(Command::Add { id, req, events: etx, submitted: Instant::now() }) {
+            Ok(()) => Ok(RequestStream { id, rx: erx, tx: self.tx.clone(), done: false }),
             Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(self.queue_capacity)),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
         }
@@ -343,10 +310,7 @@ impl Engine {
             .name("keel-engine".into())
             .spawn(move || core.run(rx))
             .map_err(|e| Error::Model(format!("cannot start the engine thread: {e}")))?;
-        Ok(Engine {
-            handle,
-            thread: Some(thread),
-        })
+        Ok(Engine { handle, thread: Some(thread) })
     }
 }
 

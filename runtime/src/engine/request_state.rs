@@ -21,21 +21,12 @@ pub fn check_request(cfg: &ModelConfig, prompt_ids: &[u32], params: &SamplingPar
         return Err(Error::invalid("prompt", "the prompt is empty (no tokens)"));
     }
     if let Some(t) = prompt_ids.iter().find(|t| **t as usize >= cfg.vocab_size) {
-        return Err(Error::invalid(
-            "prompt",
-            format!(
-                "token id {t} is outside the vocabulary ({})",
-                cfg.vocab_size
-            ),
-        ));
+        return Err(Error::invalid("prompt", format!("token id {t} is outside the vocabulary ({})", cfg.vocab_size)));
     }
     if prompt_ids.len() >= ctx {
         return Err(Error::invalid(
             "prompt",
-            format!(
-                "the prompt has {} tokens; the context window is {ctx}",
-                prompt_ids.len()
-            ),
+            format!("the prompt has {} tokens; the context window is {ctx}", prompt_ids.len()),
         ));
     }
     if prompt_ids.len() + params.max_tokens > ctx {
@@ -112,25 +103,17 @@ impl RequestState {
                     (out.text, out.stopped)
                 }
                 Err(e) => {
-                    let _ = self.events.send(TokenEvent::Error {
-                        message: format!("detokenizing token {id}: {e}"),
-                    });
+                    let _ = self.events.send(TokenEvent::Error { message: format!("detokenizing token {id}: {e}") });
                     return Progress::Finished(FinishReason::Error);
                 }
             }
         };
-        if self
-            .events
-            .send(TokenEvent::Token { id, logprob, text })
-            .is_err()
-        {
+        if self.events.send(TokenEvent::Token { id, logprob, text }).is_err() {
             return Progress::Disconnected;
         }
         if eos || stopped {
             Progress::Finished(FinishReason::Stop)
-        } else if self.completion_len >= self.params.max_tokens
-            || self.prompt_len + self.completion_len >= ctx
-        {
+        } else if self.completion_len >= self.params.max_tokens || self.prompt_len + self.completion_len >= ctx {
             Progress::Finished(FinishReason::Length)
         } else {
             Progress::Continue
@@ -139,19 +122,11 @@ impl RequestState {
 
     /// Sends the final event.
     pub fn finish(&mut self, reason: FinishReason, preemptions: u32) {
-        let text = if self.stops.is_stopped() {
-            String::new()
-        } else {
-            self.stops.finish()
-        };
+        let text = if self.stops.is_stopped() { String::new() } else { self.stops.finish() };
         let now = Instant::now();
         let timings = Timings {
-            queue: self
-                .started
-                .map_or(now - self.submitted, |s| s - self.submitted),
-            ttft: self
-                .first_token
-                .map_or(now - self.submitted, |t| t - self.submitted),
+            queue: self.started.map_or(now - self.submitted, |s| s - self.submitted),
+            ttft: self.first_token.map_or(now - self.submitted, |t| t - self.submitted),
             e2e: now - self.submitted,
         };
         let usage = Usage {
@@ -160,11 +135,6 @@ impl RequestState {
             cached_tokens: self.cached_tokens,
             preemptions,
         };
-        let _ = self.events.send(TokenEvent::Finished {
-            text,
-            reason,
-            usage,
-            timings,
-        });
+        let _ = self.events.send(TokenEvent::Finished { text, reason, usage, timings });
     }
 }

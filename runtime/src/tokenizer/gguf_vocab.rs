@@ -40,7 +40,8 @@ const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 /// Llama 3's (`tokenizer.json` of Meta-Llama-3): numbers in groups of up to three.
 const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's: like Llama 3 but every digit on its own.
-const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen3.5's: Qwen2's with combining marks (`\p{M}`) kept inside words.
 const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Every digit its own piece (HF `Digits(individual_digits=true)`).
@@ -76,11 +77,7 @@ pub(crate) struct PreTokenizerSpec {
 impl PreTokenizerSpec {
     /// The spec for a `tokenizer.ggml.pre` name, or `None` when keel does not know it.
     pub(crate) fn for_name(name: &str) -> Option<PreTokenizerSpec> {
-        let spec = |regexes, ignore_merges, add_bos| PreTokenizerSpec {
-            regexes,
-            ignore_merges,
-            add_bos,
-        };
+        let spec = |regexes, ignore_merges, add_bos| PreTokenizerSpec { regexes, ignore_merges, add_bos };
         Some(match name {
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => spec(&[LLAMA3], true, true),
             "dbrx" | "smaug-bpe" => spec(&[LLAMA3], false, false),
@@ -98,18 +95,12 @@ impl PreTokenizerSpec {
     fn build(&self) -> Result<PreTokenizerWrapper> {
         let mut steps = Vec::with_capacity(self.regexes.len() + 1);
         for re in self.regexes {
-            let split = Split::new(
-                SplitPattern::Regex((*re).to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex {re:?}: {e}")))?;
+            let split = Split::new(SplitPattern::Regex((*re).to_string()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex {re:?}: {e}")))?;
             steps.push(PreTokenizerWrapper::Split(split));
         }
         // The regexes above already cut the words; this only maps bytes to GPT-2's alphabet.
-        steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-            false, false, false,
-        )));
+        steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)));
         Ok(PreTokenizerWrapper::Sequence(Sequence::new(steps)))
     }
 }
@@ -143,10 +134,7 @@ fn string_array<'a>(meta: &'a BTreeMap<String, GgufValue>, key: &str) -> Result<
         .ok_or_else(|| tok_err(format!("{key} is not an array")))?;
     arr.iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.as_str()
-                .ok_or_else(|| tok_err(format!("{key}[{i}] is not a string")))
-        })
+        .map(|(i, v)| v.as_str().ok_or_else(|| tok_err(format!("{key}[{i}] is not a string"))))
         .collect()
 }
 
@@ -156,9 +144,7 @@ fn token_id(meta: &BTreeMap<String, GgufValue>, key: &str, n_tokens: usize) -> R
     let Some(v) = meta.get(key) else {
         return Ok(None);
     };
-    let id = v
-        .as_u64()
-        .ok_or_else(|| tok_err(format!("{key} is not a non-negative integer")))?;
+    let id = v.as_u64().ok_or_else(|| tok_err(format!("{key} is not a non-negative integer")))?;
     if id >= n_tokens as u64 {
         tracing::warn!("{key} = {id} is outside the vocabulary ({n_tokens} tokens); ignored");
         return Ok(None);
@@ -187,11 +173,7 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
                  (tokenization may differ from the model's own)",
                 pre.unwrap_or("<missing>")
             );
-            PreTokenizerSpec {
-                regexes: &[GPT2],
-                ignore_merges: false,
-                add_bos: false,
-            }
+            PreTokenizerSpec { regexes: &[GPT2], ignore_merges: false, add_bos: false }
         }
     };
 
@@ -203,21 +185,13 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
     let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
         None => vec![TYPE_NORMAL; n],
         Some(v) => {
-            let arr = v
-                .as_array()
-                .ok_or_else(|| tok_err("tokenizer.ggml.token_type is not an array"))?;
+            let arr = v.as_array().ok_or_else(|| tok_err("tokenizer.ggml.token_type is not an array"))?;
             if arr.len() < n {
-                return Err(tok_err(format!(
-                    "tokenizer.ggml.token_type has {} entries for {n} tokens",
-                    arr.len()
-                )));
+                return Err(tok_err(format!("tokenizer.ggml.token_type has {} entries for {n} tokens", arr.len())));
             }
             arr[..n]
                 .iter()
-                .map(|t| {
-                    t.as_i64()
-                        .ok_or_else(|| tok_err("tokenizer.ggml.token_type holds a non-integer"))
-                })
+                .map(|t| t.as_i64().ok_or_else(|| tok_err("tokenizer.ggml.token_type holds a non-integer")))
                 .collect::<Result<_>>()?
         }
     };
@@ -226,21 +200,13 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
     let texts: Vec<String> = tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            if t.is_empty() {
-                format!("[EMPTY_{i}]")
-            } else {
-                (*t).to_string()
-            }
-        })
+        .map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { (*t).to_string() })
         .collect();
     let mut vocab: Vocab = Vocab::default();
     vocab.reserve(n);
     for (id, text) in texts.iter().enumerate() {
         if vocab.insert(text.clone(), id as u32).is_some() {
-            return Err(tok_err(format!(
-                "tokenizer.ggml.tokens: token {text:?} appears twice (second at id {id})"
-            )));
+            return Err(tok_err(format!("tokenizer.ggml.tokens: token {text:?} appears twice (second at id {id})")));
         }
     }
 
@@ -271,20 +237,12 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
             _ => {}
         }
     }
-    inner
-        .add_special_tokens(added_special)
-        .map_err(|e| tok_err(format!("adding control tokens: {e}")))?;
-    inner
-        .add_tokens(added_plain)
-        .map_err(|e| tok_err(format!("adding user-defined tokens: {e}")))?;
+    inner.add_special_tokens(added_special).map_err(|e| tok_err(format!("adding control tokens: {e}")))?;
+    inner.add_tokens(added_plain).map_err(|e| tok_err(format!("adding user-defined tokens: {e}")))?;
 
     let bos_token_id = token_id(meta, "tokenizer.ggml.bos_token_id", n)?;
     let mut eos_token_ids = Vec::new();
-    for key in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
+    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
         if let Some(id) = token_id(meta, key, n)? {
             if !eos_token_ids.contains(&id) {
                 eos_token_ids.push(id);
@@ -292,19 +250,14 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
         }
     }
     for (id, text) in texts.iter().enumerate() {
-        if types[id] == TYPE_CONTROL
-            && EOG_TEXTS.contains(&text.as_str())
-            && !eos_token_ids.contains(&(id as u32))
-        {
+        if types[id] == TYPE_CONTROL && EOG_TEXTS.contains(&text.as_str()) && !eos_token_ids.contains(&(id as u32)) {
             eos_token_ids.push(id as u32);
         }
     }
 
     let mut add_bos = match meta.get("tokenizer.ggml.add_bos_token") {
         None => spec.add_bos,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| tok_err("tokenizer.ggml.add_bos_token is not a bool"))?,
+        Some(v) => v.as_bool().ok_or_else(|| tok_err("tokenizer.ggml.add_bos_token is not a bool"))?,
     };
     if add_bos && bos_token_id.is_none() {
         tracing::warn!("the model asks for a BOS token but names none; not adding one");
@@ -312,21 +265,10 @@ pub(crate) fn load(meta: &BTreeMap<String, GgufValue>) -> Result<GgufVocab> {
     }
     let chat_template = match meta.get("tokenizer.chat_template") {
         None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| tok_err("tokenizer.chat_template is not a string"))?
-                .to_string(),
-        ),
+        Some(v) => Some(v.as_str().ok_or_else(|| tok_err("tokenizer.chat_template is not a string"))?.to_string()),
     };
 
-    Ok(GgufVocab {
-        inner,
-        special,
-        bos_token_id,
-        eos_token_ids,
-        add_bos,
-        chat_template,
-    })
+    Ok(GgufVocab { inner, special, bos_token_id, eos_token_ids, add_bos, chat_template })
 }
 
 /// `"a b"` merge strings → pairs, in rank order. Like llama.cpp, the separator is the
@@ -357,9 +299,7 @@ fn parse_merges(merges: &[&str], vocab: &Vocab) -> Vec<(String, String)> {
         }
     }
     if dropped > 0 {
-        tracing::warn!(
-            "tokenizer.ggml.merges: {dropped} merges name tokens outside the vocab; skipped"
-        );
+        tracing::warn!("tokenizer.ggml.merges: {dropped} merges name tokens outside the vocab; skipped");
     }
     out
 }
@@ -401,11 +341,8 @@ mod tests {
 
     #[test]
     fn merges_split_after_first_byte_and_keep_first_rank() {
-        let vocab: Vocab = ["a", "b", "ab", " ", " a", "x"]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
+        let vocab: Vocab =
+            ["a", "b", "ab", " ", " a", "x"].iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
         let m = parse_merges(&["a b", "  a", "a b", "a x", "nospace"], &vocab);
         assert_eq!(
             m,
@@ -416,15 +353,7 @@ mod tests {
 
     #[test]
     fn every_known_pre_tokenizer_compiles() {
-        for name in [
-            "llama-bpe",
-            "dbrx",
-            "qwen2",
-            "qwen35",
-            "smollm",
-            "gpt-2",
-            "falcon",
-        ] {
+        for name in ["llama-bpe", "dbrx", "qwen2", "qwen35", "smollm", "gpt-2", "falcon"] {
             let spec = PreTokenizerSpec::for_name(name).expect("known");
             spec.build().expect("regexes compile");
         }

@@ -38,11 +38,7 @@ impl IncrementalDecoder {
     /// A decoder for text generated after `prompt_ids`.
     pub fn new(prompt_ids: &[u32]) -> IncrementalDecoder {
         let tail = &prompt_ids[prompt_ids.len().saturating_sub(PROMPT_CONTEXT)..];
-        IncrementalDecoder {
-            ids: tail.to_vec(),
-            prefix_offset: 0,
-            read_offset: tail.len(),
-        }
+        IncrementalDecoder { ids: tail.to_vec(), prefix_offset: 0, read_offset: tail.len() }
     }
 
     /// Adds one generated id and returns the text it completes (often empty while a
@@ -72,11 +68,7 @@ impl IncrementalDecoder {
     pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
         let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
         let text = tok.decode(&self.ids[self.prefix_offset..], true)?;
-        let delta = if text.len() > prefix.len() {
-            suffix_after(&prefix, &text).to_string()
-        } else {
-            String::new()
-        };
+        let delta = if text.len() > prefix.len() { suffix_after(&prefix, &text).to_string() } else { String::new() };
         self.ids.clear();
         self.prefix_offset = 0;
         self.read_offset = 0;
@@ -90,12 +82,7 @@ fn suffix_after<'a>(prefix: &str, text: &'a str) -> &'a str {
     if let Some(rest) = text.strip_prefix(prefix) {
         return rest;
     }
-    let common: usize = prefix
-        .chars()
-        .zip(text.chars())
-        .take_while(|(a, b)| a == b)
-        .map(|(a, _)| a.len_utf8())
-        .sum();
+    let common: usize = prefix.chars().zip(text.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a.len_utf8()).sum();
     text.get(common..).unwrap_or("")
 }
 

@@ -66,9 +66,7 @@ fn tok_err(msg: impl Into<String>) -> Error {
 /// Reads a JSON file that may be absent.
 fn read_json_opt(path: &Path) -> Result<Option<Json>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| tok_err(format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| tok_err(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -100,23 +98,16 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
         // keel never truncates or pads behind the caller's back.
-        inner
-            .with_truncation(None)
-            .map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
+        inner.with_truncation(None).map_err(|e| tok_err(format!("{}: {e}", path.display())))?;
         inner.with_padding(None);
 
         let config = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
         let gen = read_json_opt(&dir.join("generation_config.json"))?.unwrap_or(Json::Null);
 
-        let vocab_size = inner
-            .get_vocab(true)
-            .values()
-            .map(|&id| id as usize + 1)
-            .max()
-            .unwrap_or(0);
+        let vocab_size = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
         let mut special = vec![false; vocab_size];
         for (id, tok) in inner.get_added_tokens_decoder() {
             if tok.special {
@@ -132,28 +123,19 @@ impl Tokenizer {
         let bos_token_id = bos_text
             .as_deref()
             .and_then(|t| inner.token_to_id(t))
-            .or_else(|| {
-                json_ids(gen.get("bos_token_id"))
-                    .into_iter()
-                    .find_map(in_vocab)
-            });
+            .or_else(|| json_ids(gen.get("bos_token_id")).into_iter().find_map(in_vocab));
         let mut eos_token_ids = Vec::new();
         if let Some(t) = &eos_text {
             match inner.token_to_id(t) {
                 Some(id) => eos_token_ids.push(id),
-                None => tracing::warn!(
-                    "{}: eos_token {t:?} is not in the vocabulary",
-                    dir.display()
-                ),
+                None => tracing::warn!("{}: eos_token {t:?} is not in the vocabulary", dir.display()),
             }
         }
         for id in json_ids(gen.get("eos_token_id")) {
             match in_vocab(id) {
                 Some(id) if !eos_token_ids.contains(&id) => eos_token_ids.push(id),
                 Some(_) => {}
-                None => tracing::warn!(
-                    "generation_config.json: eos_token_id {id} is outside the vocabulary"
-                ),
+                None => tracing::warn!("generation_config.json: eos_token_id {id} is outside the vocabulary"),
             }
         }
 
@@ -161,10 +143,7 @@ impl Tokenizer {
             Some(b) => b,
             // No explicit setting: the model wants BOS iff its post-processor adds it.
             None => match bos_token_id {
-                Some(bos) => inner
-                    .encode_fast("", true)
-                    .map(|e| e.get_ids().first() == Some(&bos))
-                    .unwrap_or(false),
+                Some(bos) => inner.encode_fast("", true).map(|e| e.get_ids().first() == Some(&bos)).unwrap_or(false),
                 None => false,
             },
         };
@@ -178,10 +157,7 @@ impl Tokenizer {
                         .flatten()
                 });
                 if default.is_none() {
-                    tracing::warn!(
-                        "{}: chat_template list has no \"default\" entry",
-                        dir.display()
-                    );
+                    tracing::warn!("{}: chat_template list has no \"default\" entry", dir.display());
                 }
                 default
             }
@@ -195,8 +171,7 @@ impl Tokenizer {
             }
         };
         let bos_text = bos_text.or_else(|| bos_token_id.and_then(|id| inner.id_to_token(id)));
-        let eos_text =
-            eos_text.or_else(|| eos_token_ids.first().and_then(|&id| inner.id_to_token(id)));
+        let eos_text = eos_text.or_else(|| eos_token_ids.first().and_then(|&id| inner.id_to_token(id)));
         let chat_template = template.and_then(|t| compile_template(t, bos_text, eos_text));
 
         Ok(Tokenizer {
@@ -222,13 +197,9 @@ impl Tokenizer {
     ) -> Result<Tokenizer> {
         let v = gguf_vocab::load(meta)?;
         let text = |id: Option<u32>| id.and_then(|id| v.inner.id_to_token(id));
-        let chat_template = v.chat_template.and_then(|t| {
-            compile_template(
-                t,
-                text(v.bos_token_id),
-                text(v.eos_token_ids.first().copied()),
-            )
-        });
+        let chat_template = v
+            .chat_template
+            .and_then(|t| compile_template(t, text(v.bos_token_id), text(v.eos_token_ids.first().copied())));
         Ok(Tokenizer {
             inner: v.inner,
             special: v.special,
@@ -241,10 +212,7 @@ impl Tokenizer {
 
     /// Token ids for `text`; with `add_special_tokens`, BOS first when the model wants it.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| tok_err(format!("encoding: {e}")))?;
+        let enc = self.inner.encode_fast(text, false).map_err(|e| tok_err(format!("encoding: {e}")))?;
         let ids = enc.get_ids();
         let mut out = Vec::with_capacity(ids.len() + 1);
         if add_special_tokens && self.add_bos {
@@ -258,11 +226,7 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.check_ids(ids)?;
         let res = if skip_special_tokens && ids.iter().any(|&id| self.is_special(id)) {
-            let kept: Vec<u32> = ids
-                .iter()
-                .copied()
-                .filter(|&id| !self.is_special(id))
-                .collect();
+            let kept: Vec<u32> = ids.iter().copied().filter(|&id| !self.is_special(id)).collect();
             self.inner.decode(&kept, false)
         } else {
             self.inner.decode(ids, false)
@@ -274,10 +238,7 @@ impl Tokenizer {
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         for &id in ids {
             if id as usize >= self.vocab_size() || self.inner.id_to_token(id).is_none() {
-                return Err(tok_err(format!(
-                    "token id {id} is not in the vocabulary ({} ids)",
-                    self.vocab_size()
-                )));
+                return Err(tok_err(format!("token id {id} is not in the vocabulary ({} ids)", self.vocab_size())));
             }
         }
         Ok(())
@@ -327,11 +288,7 @@ impl Tokenizer {
 
 /// A template minijinja cannot compile leaves the model usable for plain completions:
 /// it is reported once here and the model has no chat template.
-fn compile_template(
-    source: String,
-    bos: Option<String>,
-    eos: Option<String>,
-) -> Option<ChatTemplate> {
+fn compile_template(source: String, bos: Option<String>, eos: Option<String>) -> Option<ChatTemplate> {
     match ChatTemplate::new(source, bos, eos) {
         Ok(t) => Some(t),
         Err(e) => {

@@ -58,14 +58,8 @@ fn metadata(pre: &str, extra: &[(&str, GgufValue)]) -> BTreeMap<String, GgufValu
     let s = |v: &str| GgufValue::String(v.into());
     m.insert("tokenizer.ggml.model".into(), s("gpt2"));
     m.insert("tokenizer.ggml.pre".into(), s(pre));
-    m.insert(
-        "tokenizer.ggml.tokens".into(),
-        GgufValue::Array(tokens.into_iter().map(GgufValue::String).collect()),
-    );
-    m.insert(
-        "tokenizer.ggml.token_type".into(),
-        GgufValue::Array(types.into_iter().map(GgufValue::I32).collect()),
-    );
+    m.insert("tokenizer.ggml.tokens".into(), GgufValue::Array(tokens.into_iter().map(GgufValue::String).collect()));
+    m.insert("tokenizer.ggml.token_type".into(), GgufValue::Array(types.into_iter().map(GgufValue::I32).collect()));
     m.insert("tokenizer.ggml.merges".into(), GgufValue::Array(merges));
     m.insert("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(1));
     m.insert("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(2));
@@ -93,11 +87,7 @@ fn encodes_with_merges_and_special_tokens() {
     let mut want = vec![1];
     want.extend(ids_of_bytes("user\n"));
     want.extend([hello, 2]);
-    assert_eq!(
-        t.encode("<|im_start|>user\nhello<|im_end|>", false)
-            .unwrap(),
-        want
-    );
+    assert_eq!(t.encode("<|im_start|>user\nhello<|im_end|>", false).unwrap(), want);
     // A user-defined token is matched whole too, and is not special.
     assert_eq!(t.encode("<tool>", false).unwrap(), vec![3]);
     assert!(!t.is_special(3));
@@ -120,14 +110,9 @@ fn decode_round_trips_and_skips_special() {
     assert_eq!(ids, vec![merged_id(11)]);
     assert_eq!(t.encode("🦙", false).unwrap(), ids_of_bytes("🦙"));
 
-    let ids = t
-        .encode("<|im_start|>hello<tool><|im_end|>", false)
-        .unwrap();
+    let ids = t.encode("<|im_start|>hello<tool><|im_end|>", false).unwrap();
     assert_eq!(t.decode(&ids, true).unwrap(), "hello<tool>");
-    assert_eq!(
-        t.decode(&ids, false).unwrap(),
-        "<|im_start|>hello<tool><|im_end|>"
-    );
+    assert_eq!(t.decode(&ids, false).unwrap(), "<|im_start|>hello<tool><|im_end|>");
 }
 
 #[test]
@@ -147,23 +132,14 @@ fn out_of_range_ids_are_errors() {
 fn pre_tokenizer_follows_tokenizer_ggml_pre() {
     // smollm splits digits one by one, so "2 0" can never merge; GPT-2 keeps runs.
     let twenty = merged_id(9);
-    assert_eq!(
-        tiny("smollm").encode("2024", false).unwrap(),
-        ids_of_bytes("2024")
-    );
+    assert_eq!(tiny("smollm").encode("2024", false).unwrap(), ids_of_bytes("2024"));
     let gpt2 = tiny("gpt-2").encode("2024", false).unwrap();
     assert_eq!(gpt2, vec![twenty, byte_id(b'2'), byte_id(b'4')]);
     // An unknown name falls back to GPT-2's regex.
     assert_eq!(tiny("something-new").encode("2024", false).unwrap(), gpt2);
     // Llama 3's splits digits in threes.
-    assert_eq!(
-        tiny("llama-bpe").encode("2024", false).unwrap(),
-        vec![twenty, byte_id(b'2'), byte_id(b'4')]
-    );
-    assert_eq!(
-        tiny("qwen2").encode("2024", false).unwrap(),
-        ids_of_bytes("2024")
-    );
+    assert_eq!(tiny("llama-bpe").encode("2024", false).unwrap(), vec![twenty, byte_id(b'2'), byte_id(b'4')]);
+    assert_eq!(tiny("qwen2").encode("2024", false).unwrap(), ids_of_bytes("2024"));
 }
 
 #[test]
@@ -177,10 +153,7 @@ fn bos_and_eos_follow_metadata() {
 
     let t = Tokenizer::from_gguf_metadata(&metadata(
         "smollm",
-        &[
-            ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
-            ("tokenizer.ggml.eot_token_id", GgufValue::U32(3)),
-        ],
+        &[("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)), ("tokenizer.ggml.eot_token_id", GgufValue::U32(3))],
     ))
     .unwrap();
     assert_eq!(t.encode("hello", true).unwrap(), vec![1, merged_id(3)]);
@@ -193,76 +166,41 @@ fn bos_and_eos_follow_metadata() {
 #[test]
 fn unsupported_or_broken_metadata_is_an_error() {
     let mut m = metadata("smollm", &[]);
-    m.insert(
-        "tokenizer.ggml.model".into(),
-        GgufValue::String("llama".into()),
-    );
-    let err = Tokenizer::from_gguf_metadata(&m)
-        .expect_err("spm")
-        .to_string();
-    assert!(
-        err.contains("\"llama\"") && err.contains("not supported"),
-        "{err}"
-    );
+    m.insert("tokenizer.ggml.model".into(), GgufValue::String("llama".into()));
+    let err = Tokenizer::from_gguf_metadata(&m).expect_err("spm").to_string();
+    assert!(err.contains("\"llama\"") && err.contains("not supported"), "{err}");
 
     let mut m = metadata("smollm", &[]);
     m.remove("tokenizer.ggml.merges");
     assert!(Tokenizer::from_gguf_metadata(&m).is_err());
 
     let mut m = metadata("smollm", &[]);
-    m.insert(
-        "tokenizer.ggml.token_type".into(),
-        GgufValue::Array(vec![GgufValue::I32(1)]),
-    );
+    m.insert("tokenizer.ggml.token_type".into(), GgufValue::Array(vec![GgufValue::I32(1)]));
     assert!(Tokenizer::from_gguf_metadata(&m).is_err());
 
     let mut m = metadata("smollm", &[]);
     if let Some(GgufValue::Array(t)) = m.get_mut("tokenizer.ggml.tokens") {
         t[5] = GgufValue::String("<tool>".into());
     }
-    let err = Tokenizer::from_gguf_metadata(&m)
-        .expect_err("dup")
-        .to_string();
+    let err = Tokenizer::from_gguf_metadata(&m).expect_err("dup").to_string();
     assert!(err.contains("twice"), "{err}");
 
     // An out-of-range BOS id is ignored, not trusted.
-    let m = metadata(
-        "smollm",
-        &[("tokenizer.ggml.bos_token_id", GgufValue::U32(1_000_000))],
-    );
-    assert_eq!(
-        Tokenizer::from_gguf_metadata(&m).unwrap().bos_token_id(),
-        None
-    );
+    let m = metadata("smollm", &[("tokenizer.ggml.bos_token_id", GgufValue::U32(1_000_000))]);
+    assert_eq!(Tokenizer::from_gguf_metadata(&m).unwrap().bos_token_id(), None);
 }
 
 #[test]
 fn chat_template_gets_bos_and_eos_text() {
     let src = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
-    let m = metadata(
-        "smollm",
-        &[("tokenizer.chat_template", GgufValue::String(src.into()))],
-    );
+    let m = metadata("smollm", &[("tokenizer.chat_template", GgufValue::String(src.into()))]);
     let t = Tokenizer::from_gguf_metadata(&m).unwrap();
-    let out = t
-        .chat_template()
-        .expect("template")
-        .render(&[ChatMessage::new("user", "hi")], true)
-        .unwrap();
+    let out = t.chat_template().expect("template").render(&[ChatMessage::new("user", "hi")], true).unwrap();
     assert_eq!(out, "<|im_start|>hi<|im_end|>");
     assert!(tiny("smollm").chat_template().is_none());
     // A template minijinja cannot compile disables chat but not the tokenizer.
-    let m = metadata(
-        "smollm",
-        &[(
-            "tokenizer.chat_template",
-            GgufValue::String("{% if %}".into()),
-        )],
-    );
-    assert!(Tokenizer::from_gguf_metadata(&m)
-        .unwrap()
-        .chat_template()
-        .is_none());
+    let m = metadata("smollm", &[("tokenizer.chat_template", GgufValue::String("{% if %}".into()))]);
+    assert!(Tokenizer::from_gguf_metadata(&m).unwrap().chat_template().is_none());
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -276,28 +214,16 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 fn hf_dir_matches_gguf_and_reads_configs() {
     let g = tiny("smollm");
     let dir = temp_dir("hf");
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        g.inner.to_string(false).expect("serialize"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), g.inner.to_string(false).expect("serialize")).unwrap();
     std::fs::write(
         dir.join("tokenizer_config.json"),
         r#"{"bos_token": {"content": "<|im_start|>", "special": true}, "eos_token": "<|im_end|>",
             "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D{{ bos_token }}"}]}"#,
     )
     .unwrap();
-    std::fs::write(
-        dir.join("generation_config.json"),
-        r#"{"eos_token_id": [2, 0], "bos_token_id": 1}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("generation_config.json"), r#"{"eos_token_id": [2, 0], "bos_token_id": 1}"#).unwrap();
     let h = Tokenizer::from_hf_dir(&dir).expect("loads");
-    for text in [
-        "hello world",
-        "<|im_start|>user\n中文 2024<|im_end|>",
-        "🦙<tool>",
-    ] {
+    for text in ["hello world", "<|im_start|>user\n中文 2024<|im_end|>", "🦙<tool>"] {
         assert_eq!(h.encode(text, true).unwrap(), g.encode(text, true).unwrap());
     }
     assert_eq!(h.vocab_size(), g.vocab_size());
@@ -305,11 +231,7 @@ fn hf_dir_matches_gguf_and_reads_configs() {
     assert_eq!(h.eos_token_ids(), &[2, 0]);
     assert!(!h.add_bos());
     assert!(h.is_special(1) && !h.is_special(3));
-    let rendered = h
-        .chat_template()
-        .expect("default")
-        .render(&[], false)
-        .unwrap();
+    let rendered = h.chat_template().expect("default").render(&[], false).unwrap();
     assert_eq!(rendered, "D<|im_start|>");
 
     // add_bos_token, a single eos id, a string template.
@@ -327,9 +249,7 @@ fn hf_dir_matches_gguf_and_reads_configs() {
 
     // No tokenizer.json: an I/O error naming the file.
     let empty = temp_dir("empty");
-    let err = Tokenizer::from_hf_dir(&empty)
-        .expect_err("missing")
-        .to_string();
+    let err = Tokenizer::from_hf_dir(&empty).expect_err("missing").to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&empty);

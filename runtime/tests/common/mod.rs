@@ -16,9 +16,7 @@ pub fn keel_home() -> PathBuf {
     if let Some(h) = std::env::var_os("KEEL_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".cache").join("keel")
 }
 
@@ -32,10 +30,7 @@ pub const MODEL_HINT: &str = "run `runtime pull smollm2`, or set KEEL_SMOLLM2_GG
 pub fn smollm2_path() -> PathBuf {
     match std::env::var_os("KEEL_SMOLLM2_GGUF") {
         Some(p) => PathBuf::from(p),
-        None => keel_home()
-            .join("models")
-            .join("smollm2")
-            .join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        None => keel_home().join("models").join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf"),
     }
 }
 
@@ -54,12 +49,7 @@ pub fn asset(path: PathBuf, what: &str, hint: &str) -> Option<PathBuf> {
 
 /// Greedy params producing exactly `n` tokens (EOS ignored), as the references do.
 pub fn greedy(n: usize) -> SamplingParams {
-    SamplingParams {
-        temperature: 0.0,
-        max_tokens: n,
-        ignore_eos: true,
-        ..SamplingParams::default()
-    }
+    SamplingParams { temperature: 0.0, max_tokens: n, ignore_eos: true, ..SamplingParams::default() }
 }
 
 /// Starts an engine on `loaded`.
@@ -69,12 +59,6 @@ pub fn engine(loaded: LoadedModel, cfg: EngineConfig) -> Engine {
 
 /// Submits every request at once and waits for all of them, in order.
 pub fn run_all(engine: &Engine, reqs: Vec<GenerationRequest>) -> Vec<Completion> {
-    let streams: Vec<_> = reqs
-        .into_iter()
-        .map(|r| engine.handle.submit(r).expect("submit"))
-        .collect();
-    streams
-        .into_iter()
-        .map(|s| s.collect_blocking(&mut |_| {}).expect("completion"))
-        .collect()
+    let streams: Vec<_> = reqs.into_iter().map(|r| engine.handle.submit(r).expect("submit")).collect();
+    streams.into_iter().map(|s| s.collect_blocking(&mut |_| {}).expect("completion")).collect()
 }

@@ -35,9 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn prompt(len: usize, seed: u8) -> Vec<u32> {
-    (0..len)
-        .map(|i| ((i as u32 / 7) * 3 + seed as u32 % 2) % 5)
-        .collect()
+    (0..len).map(|i| ((i as u32 / 7) * 3 + seed as u32 % 2) % 5).collect()
 }
 
 proptest! {
@@ -125,18 +123,8 @@ proptest! {
 }
 
 /// Pretends the engine wrote `r`'s tokens into its blocks (what a hit must later return).
-fn record(
-    kv: &KvCacheManager,
-    r: &Request,
-    content: &mut std::collections::HashMap<BlockId, Vec<u32>>,
-    bs: usize,
-) {
-    for (i, b) in kv
-        .block_table(r.id)
-        .iter()
-        .enumerate()
-        .take(r.num_tokens() / bs)
-    {
+fn record(kv: &KvCacheManager, r: &Request, content: &mut std::collections::HashMap<BlockId, Vec<u32>>, bs: usize) {
+    for (i, b) in kv.block_table(r.id).iter().enumerate().take(r.num_tokens() / bs) {
         content.insert(*b, r.tokens(i * bs, (i + 1) * bs));
     }
 }
@@ -157,22 +145,15 @@ struct Arrival {
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
-    (
-        0usize..20,
-        1usize..70,
-        1usize..30,
-        0i32..3,
-        proptest::option::weighted(0.15, 0usize..40),
+    (0usize..20, 1usize..70, 1usize..30, 0i32..3, proptest::option::weighted(0.15, 0usize..40)).prop_map(
+        |(step, prompt_len, max_tokens, priority, abort_at)| Arrival {
+            step,
+            prompt_len,
+            max_tokens,
+            priority,
+            abort_at,
+        },
     )
-        .prop_map(
-            |(step, prompt_len, max_tokens, priority, abort_at)| Arrival {
-                step,
-                prompt_len,
-                max_tokens,
-                priority,
-                abort_at,
-            },
-        )
 }
 
 proptest! {
@@ -264,21 +245,15 @@ fn decodes_go_first_and_long_prompts_are_chunked() {
         enable_prefix_caching: false,
     };
     let mut s = Scheduler::new(cfg);
-    s.add_request(Request::new(RequestId(1), vec![1, 2, 3], 0))
-        .expect("add");
+    s.add_request(Request::new(RequestId(1), vec![1, 2, 3], 0)).expect("add");
     let out = s.schedule();
     s.update_from_output(&out, &[(RequestId(1), 9)]);
-    s.add_request(Request::new(RequestId(2), (0..25).collect(), 0))
-        .expect("add");
+    s.add_request(Request::new(RequestId(2), (0..25).collect(), 0)).expect("add");
     let out = s.schedule();
     assert_eq!(out.scheduled[0].id, RequestId(1));
     assert_eq!(out.scheduled[0].token_ids, vec![9]);
     assert_eq!(out.scheduled[1].id, RequestId(2));
-    assert_eq!(
-        out.scheduled[1].token_ids.len(),
-        9,
-        "the rest of the budget"
-    );
+    assert_eq!(out.scheduled[1].token_ids.len(), 9, "the rest of the budget");
     assert!(!out.scheduled[1].samples);
     s.update_from_output(&out, &[(RequestId(1), 8)]);
     let out = s.schedule();
@@ -297,23 +272,15 @@ fn prefix_cache_hits_skip_computed_blocks() {
     };
     let mut s = Scheduler::new(cfg);
     let prompt: Vec<u32> = (0..18).collect();
-    s.add_request(Request::new(RequestId(1), prompt.clone(), 0))
-        .expect("add");
+    s.add_request(Request::new(RequestId(1), prompt.clone(), 0)).expect("add");
     let out = s.schedule();
     s.update_from_output(&out, &[(RequestId(1), 99)]);
     s.finish_request(RequestId(1), FinishReason::Length);
-    s.add_request(Request::new(RequestId(2), prompt, 0))
-        .expect("add");
+    s.add_request(Request::new(RequestId(2), prompt, 0)).expect("add");
     let out = s.schedule();
-    assert_eq!(
-        out.scheduled[0].num_computed_tokens, 16,
-        "4 full blocks cached"
-    );
+    assert_eq!(out.scheduled[0].num_computed_tokens, 16, "4 full blocks cached");
     assert_eq!(out.scheduled[0].token_ids, vec![16, 17]);
-    assert_eq!(
-        s.request(RequestId(2)).map(|r| r.num_cached_tokens),
-        Some(16)
-    );
+    assert_eq!(s.request(RequestId(2)).map(|r| r.num_cached_tokens), Some(16));
 }
 
 #[test]
@@ -326,12 +293,9 @@ fn a_request_that_cannot_fit_fails_clearly() {
         enable_prefix_caching: false,
     };
     let mut s = Scheduler::new(cfg);
-    let err = s
-        .add_request(Request::new(RequestId(1), vec![0; 9], 0))
-        .expect_err("9 > 8 slots");
+    let err = s.add_request(Request::new(RequestId(1), vec![0; 9], 0)).expect_err("9 > 8 slots");
     assert!(err.to_string().contains("never fit"), "{err}");
-    s.add_request(Request::new(RequestId(2), vec![0; 8], 0))
-        .expect("fits exactly");
+    s.add_request(Request::new(RequestId(2), vec![0; 8], 0)).expect("fits exactly");
     let out = s.schedule();
     s.update_from_output(&out, &[(RequestId(2), 1)]);
     let out = s.schedule();
@@ -350,38 +314,19 @@ fn preemption_takes_the_latest_and_requeues_it_first() {
         enable_prefix_caching: false,
     };
     let mut s = Scheduler::new(cfg);
-    s.add_request(Request::new(RequestId(1), vec![1; 8], 0))
-        .expect("add");
-    s.add_request(Request::new(RequestId(2), vec![2; 8], 0))
-        .expect("add");
-    s.add_request(Request::new(RequestId(3), vec![3; 4], 0))
-        .expect("add");
+    s.add_request(Request::new(RequestId(1), vec![1; 8], 0)).expect("add");
+    s.add_request(Request::new(RequestId(2), vec![2; 8], 0)).expect("add");
+    s.add_request(Request::new(RequestId(3), vec![3; 4], 0)).expect("add");
     let out = s.schedule();
-    assert_eq!(
-        out.scheduled.len(),
-        2,
-        "4 blocks: requests 1 and 2 fill them"
-    );
+    assert_eq!(out.scheduled.len(), 2, "4 blocks: requests 1 and 2 fill them");
     s.update_from_output(&out, &[(RequestId(1), 5), (RequestId(2), 6)]);
     let out = s.schedule();
     assert_eq!(out.preempted, vec![RequestId(2)]);
     assert_eq!(out.scheduled.len(), 1);
-    assert_eq!(
-        s.request(RequestId(2))
-            .map(|r| (r.num_computed_tokens, r.output_ids.clone())),
-        Some((0, vec![6]))
-    );
+    assert_eq!(s.request(RequestId(2)).map(|r| (r.num_computed_tokens, r.output_ids.clone())), Some((0, vec![6])));
     s.update_from_output(&out, &[(RequestId(1), 7)]);
     s.finish_request(RequestId(1), FinishReason::Stop);
     let out = s.schedule();
-    assert_eq!(
-        out.scheduled[0].id,
-        RequestId(2),
-        "the preempted request goes before request 3"
-    );
-    assert_eq!(
-        out.scheduled[0].token_ids.len(),
-        9,
-        "prompt + its output are recomputed"
-    );
+    assert_eq!(out.scheduled[0].id, RequestId(2), "the preempted request goes before request 3");
+    assert_eq!(out.scheduled[0].token_ids.len(), 9, "prompt + its output are recomputed");
 }

@@ -48,9 +48,7 @@ pub(crate) fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 33) % vocab as u64) as u32
         })
         .collect()

@@ -64,19 +64,12 @@ struct Track {
 }
 
 pub fn run(a: OfflineArgs) -> Result<()> {
-    for (flag, v) in [
-        ("--num-prompts", a.num_prompts),
-        ("--input-len", a.input_len),
-        ("--output-len", a.output_len),
-    ] {
+    for (flag, v) in [("--num-prompts", a.num_prompts), ("--input-len", a.input_len), ("--output-len", a.output_len)] {
         if v == 0 {
             return Err(UsageError(format!("{flag} must be at least 1")).into());
         }
     }
-    let concurrency = a
-        .concurrency
-        .unwrap_or(a.num_prompts)
-        .clamp(1, a.num_prompts);
+    let concurrency = a.concurrency.unwrap_or(a.num_prompts).clamp(1, a.num_prompts);
     set_threads(a.threads)?;
     let loaded = load_model(a.model.as_deref())?;
     let cfg = loaded.model.config.clone();
@@ -100,15 +93,10 @@ pub fn run(a: OfflineArgs) -> Result<()> {
     let name = loaded.name.clone();
     let engine = Engine::start(loaded.model, Arc::new(loaded.tokenizer), engine_cfg)?;
     let h = &engine.handle;
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_tokens: a.output_len,
-        ignore_eos: true,
-        ..SamplingParams::default()
-    };
-    let prompts: Vec<Vec<u32>> = (0..a.num_prompts)
-        .map(|i| random_tokens(a.input_len, cfg.vocab_size, a.seed * 1_000_003 + i as u64))
-        .collect();
+    let params =
+        SamplingParams { temperature: 0.0, max_tokens: a.output_len, ignore_eos: true, ..SamplingParams::default() };
+    let prompts: Vec<Vec<u32>> =
+        (0..a.num_prompts).map(|i| random_tokens(a.input_len, cfg.vocab_size, a.seed * 1_000_003 + i as u64)).collect();
 
     let start = Instant::now();
     let mut pending = prompts.into_iter();
@@ -118,17 +106,8 @@ pub fn run(a: OfflineArgs) -> Result<()> {
     loop {
         while active.len() < concurrency {
             let Some(p) = pending.next() else { break };
-            let stream = h.submit(GenerationRequest {
-                prompt_ids: p,
-                params: params.clone(),
-                priority: 0,
-            })?;
-            active.push(Track {
-                stream,
-                submitted: Instant::now(),
-                first: None,
-                tokens: 0,
-            });
+            let stream = h.submit(GenerationRequest { prompt_ids: p, params: params.clone(), priority: 0 })?;
+            active.push(Track { stream, submitted: Instant::now(), first: None, tokens: 0 });
         }
         if active.is_empty() {
             break;
@@ -220,10 +199,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
             keel_kernels::parallel::num_threads(),
             keel_kernels::simd_level().name()
         );
-        println!(
-            "  wall {wall:.2} s, {} steps, {} preemptions",
-            m.steps, m.preemptions
-        );
+        println!("  wall {wall:.2} s, {} steps, {} preemptions", m.steps, m.preemptions);
         println!(
             "  prefill {:>9.1} tok/s   decode {:>9.1} tok/s",
             r["prefill_tokens_per_s"].as_f64().unwrap_or(0.0),

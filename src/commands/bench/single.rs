@@ -49,13 +49,7 @@ fn prefill_once(model: &Model, ids: &[u32]) -> Result<f64> {
     for start in (0..ids.len()).step_by(PREFILL_CHUNK) {
         let end = (start + PREFILL_CHUNK).min(ids.len());
         let mut b = ForwardBatch::default();
-        b.push_seq(
-            &ids[start..end],
-            start,
-            &table,
-            BLOCK_SIZE,
-            end == ids.len(),
-        );
+        b.push_seq(&ids[start..end], start, &table, BLOCK_SIZE, end == ids.len());
         model.forward(&b, &mut kv)?;
     }
     Ok(t.elapsed().as_secs_f64())
@@ -93,18 +87,12 @@ pub fn run(a: SingleArgs) -> Result<()> {
     let ctx = model.config.max_position_embeddings;
     for (flag, n) in [("-p", a.n_prompt), ("-n", a.n_gen)] {
         if n > ctx {
-            return Err(UsageError(format!(
-                "{flag} {n} exceeds the model's context window of {ctx}"
-            ))
-            .into());
+            return Err(UsageError(format!("{flag} {n} exceeds the model's context window of {ctx}")).into());
         }
     }
     let vocab = model.config.vocab_size;
     let mut results = serde_json::Map::new();
-    let mut report = |label: &str,
-                      n: usize,
-                      f: &dyn Fn(&[u32]) -> Result<f64>|
-     -> Result<Option<f64>> {
+    let mut report = |label: &str, n: usize, f: &dyn Fn(&[u32]) -> Result<f64>| -> Result<Option<f64>> {
         if n == 0 {
             return Ok(None);
         }
@@ -115,11 +103,13 @@ pub fn run(a: SingleArgs) -> Result<()> {
             rates.push(n as f64 / f(&ids)?);
         }
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        let sd =
-            (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
+        let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
         let med = median(&mut rates.clone());
         if !a.json {
-            println!("{label:>8} {n:>6} tokens: {med:>9.2} tok/s (median of {}; mean {mean:.2} ± {sd:.2})", a.repetitions);
+            println!(
+                "{label:>8} {n:>6} tokens: {med:>9.2} tok/s (median of {}; mean {mean:.2} ± {sd:.2})",
+                a.repetitions
+            );
         }
         results.insert(format!("{label}_samples"), json!(rates));
         Ok(Some(med))
