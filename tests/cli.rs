@@ -144,6 +144,43 @@ fn bench_json_reports_both_rates() {
 }
 
 #[test]
+fn bench_offline_json_reports_throughput_and_latency() {
+    let m = tiny();
+    let o = run(&[
+        "bench",
+        "offline",
+        "--model",
+        m.to_str().expect("utf8"),
+        "--num-prompts",
+        "6",
+        "--input-len",
+        "20",
+        "--output-len",
+        "5",
+        "--concurrency",
+        "4",
+        "--max-num-batched-tokens",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    for k in [
+        "output_tokens_per_s",
+        "total_tokens_per_s",
+        "ttft_ms_p50",
+        "tpot_ms_p50",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+    ] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
+    }
+    assert_eq!(v["output_tokens"], 30, "6 requests x 5 tokens");
+    let bad = run(&["bench", "offline", "--model", m.to_str().expect("utf8"), "--kv-cache-fraction", "3"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+#[test]
 fn default_model_chat_answers_in_english() {
     let Some(model) = default_model() else { return };
     let o = run(&[

@@ -19,5 +19,7 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use forward_batch::ForwardBatch;
+/// Storage types of tensors; defined beside the kernels that read them.
+pub use keel_kernels::DType;
 pub use kv_cache::KvCache;
 pub use model::Model;

@@ -1,6 +1,7 @@
 //! One module per CLI command; shared helpers for loading models and thread pools.
 
 pub mod bench;
+pub mod engine_args;
 pub mod generate;
 pub mod pull;
 

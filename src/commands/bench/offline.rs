@@ -9,7 +9,8 @@
 //! total tokens/s over the whole run.
 
 use super::{percentile, random_tokens};
-use crate::commands::{load_model, parse_bytes, set_threads, UsageError};
+use crate::commands::engine_args::EngineArgs;
+use crate::commands::{load_model, set_threads, UsageError};
 use anyhow::Result;
 use clap::Args;
 use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest, RequestStream, TokenEvent};
@@ -34,18 +35,8 @@ pub struct OfflineArgs {
     /// Most requests in flight (default: all of them).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Most requests in the running batch (default: the concurrency).
-    #[arg(long)]
-    max_num_seqs: Option<usize>,
-    /// Per-step token budget (chunked prefill).
-    #[arg(long, default_value_t = 2048)]
-    max_num_batched_tokens: usize,
-    /// KV-cache size, e.g. 512MiB, 2GiB (default: enough for every sequence, ≤ 1 GiB).
-    #[arg(long, value_parser = parse_bytes)]
-    kv_cache_mem: Option<usize>,
-    /// Disable prefix caching.
-    #[arg(long)]
-    no_prefix_caching: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Worker threads (default: one per CPU).
@@ -81,15 +72,18 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         ))
         .into());
     }
-    let max_num_seqs = a.max_num_seqs.unwrap_or(concurrency);
+    // Defaults: every request in flight runs in one batch, with cache for all of them,
+    // and a 2048-token step budget (like llama-batched-bench's default batch).
     let kv_default = concurrency * (a.input_len + a.output_len) * cfg.kv_bytes_per_token() * 9 / 8;
-    let engine_cfg = EngineConfig {
-        max_num_seqs,
-        max_num_batched_tokens: a.max_num_batched_tokens.max(max_num_seqs),
-        kv_cache_bytes: Some(a.kv_cache_mem.unwrap_or(kv_default)),
-        enable_prefix_caching: !a.no_prefix_caching,
+    let defaults = EngineConfig {
+        max_num_seqs: concurrency,
+        max_num_batched_tokens: 2048,
+        kv_cache_bytes: Some(kv_default),
+        enable_prefix_caching: !a.engine.no_prefix_caching,
         queue_capacity: a.num_prompts + 1,
     };
+    let engine_cfg = a.engine.config(defaults, &cfg)?;
+    let max_num_seqs = engine_cfg.max_num_seqs;
     let name = loaded.name.clone();
     let engine = Engine::start(loaded.model, Arc::new(loaded.tokenizer), engine_cfg)?;
     let h = &engine.handle;
