@@ -94,7 +94,14 @@ pub unsafe fn dot_row(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
         DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
             // The same chunk loaders as the matmul kernels.
             let mut out = [0f32; 1];
-            crate::matmul::avx512::gemv::<1>(dtype, [w.as_ptr()], x.as_ptr(), x.len(), &mut out);
+            crate::matmul::avx512::gemv::<1>(
+                dtype,
+                [w.as_ptr()],
+                x.as_ptr(),
+                x.len(),
+                &mut out,
+                crate::matmul::avx512::Prefetch::NONE,
+            );
             out[0]
         }
         DType::Q5_0 | DType::Q4K | DType::Q6K => dot_blocks(dtype, w, x),

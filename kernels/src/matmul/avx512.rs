@@ -129,6 +129,17 @@ unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
     (_mm512_cvtepu8_epi32(_mm_and_si128(v, m)), _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)))
 }
 
+/// Memory to pull into the cache while a GEMV works (the rows it will read next).
+#[derive(Clone, Copy)]
+pub struct Prefetch {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl Prefetch {
+    pub const NONE: Prefetch = Prefetch { ptr: std::ptr::null(), len: 0 };
+}
+
 /// `R` rows of format `W` (`k` elements each) dotted with one token `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 unsafe fn gemv_chunked<W: Chunked, const R: usize>(
@@ -137,10 +148,17 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
     x: *const f32,
     k: usize,
     out: &mut [f32; R],
+    prefetch: Prefetch,
 ) {
     let mut acc = [_mm512_setzero_ps(); R];
     let full = k / 32;
+    // Spread the prefetches of the next rows evenly over this group's chunks.
+    let lines = prefetch.len.div_ceil(64);
+    let per_chunk = lines.div_ceil(full.max(1));
     for c in 0..full {
+        for l in c * per_chunk..((c + 1) * per_chunk).min(lines) {
+            _mm_prefetch::<_MM_HINT_T0>(prefetch.ptr.add(64 * l) as *const i8);
+        }
         let x0 = _mm512_loadu_ps(x.add(32 * c));
         let x1 = _mm512_loadu_ps(x.add(32 * c + 16));
         for r in 0..R {
@@ -205,14 +223,21 @@ unsafe fn gemv_blocks<const R: usize>(dtype: DType, rows: [*const u8; R], x: *co
 
 /// `R` rows (stored as `dtype`, `k` elements each) dotted with one token `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub unsafe fn gemv<const R: usize>(dtype: DType, rows: [*const u8; R], x: *const f32, k: usize, out: &mut [f32; R]) {
+pub unsafe fn gemv<const R: usize>(
+    dtype: DType,
+    rows: [*const u8; R],
+    x: *const f32,
+    k: usize,
+    out: &mut [f32; R],
+    prefetch: Prefetch,
+) {
     match dtype {
-        DType::F32 => gemv_chunked::<F32s, R>(dtype, rows, x, k, out),
-        DType::F16 => gemv_chunked::<F16s, R>(dtype, rows, x, k, out),
-        DType::BF16 => gemv_chunked::<BF16s, R>(dtype, rows, x, k, out),
-        DType::Q8_0 => gemv_chunked::<Q8_0s, R>(dtype, rows, x, k, out),
-        DType::Q4_0 => gemv_chunked::<Q4_0s, R>(dtype, rows, x, k, out),
-        DType::Q4_1 => gemv_chunked::<Q4_1s, R>(dtype, rows, x, k, out),
+        DType::F32 => gemv_chunked::<F32s, R>(dtype, rows, x, k, out, prefetch),
+        DType::F16 => gemv_chunked::<F16s, R>(dtype, rows, x, k, out, prefetch),
+        DType::BF16 => gemv_chunked::<BF16s, R>(dtype, rows, x, k, out, prefetch),
+        DType::Q8_0 => gemv_chunked::<Q8_0s, R>(dtype, rows, x, k, out, prefetch),
+        DType::Q4_0 => gemv_chunked::<Q4_0s, R>(dtype, rows, x, k, out, prefetch),
+        DType::Q4_1 => gemv_chunked::<Q4_1s, R>(dtype, rows, x, k, out, prefetch),
         DType::Q5_0 | DType::Q4K | DType::Q6K => gemv_blocks::<R>(dtype, rows, x, k, out),
     }
 }

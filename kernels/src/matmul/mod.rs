@@ -40,6 +40,10 @@ impl<'a> WeightMatrix<'a> {
         (data.len() == row_bytes * rows).then_some(WeightMatrix { dtype, data, rows, cols, row_bytes })
     }
 
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
@@ -135,23 +139,21 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
             // SAFETY: level checked by simd_level(); rows hold `cols` elements; outputs
             // r0..r1 belong to this task.
             unsafe {
-                while r + 4 <= r1 {
-                    let mut v = [0f32; 4];
-                    avx512::gemv::<4>(
-                        w.dtype,
-                        [row_ptr(r), row_ptr(r + 1), row_ptr(r + 2), row_ptr(r + 3)],
-                        xp,
-                        cols,
-                        &mut v,
-                    );
+                // 8 rows at once: 8 independent accumulator chains hide the FMA latency,
+                // and the next 8 rows (contiguous in memory) are prefetched meanwhile.
+                while r + 8 <= r1 {
+                    let mut v = [0f32; 8];
+                    let next = (r + 8).min(rows - 1);
+                    let pf = avx512::Prefetch { ptr: row_ptr(next), len: w.row_bytes() * 8.min(rows - next) };
+                    avx512::gemv::<8>(w.dtype, std::array::from_fn(|i| row_ptr(r + i)), xp, cols, &mut v, pf);
                     for (i, vi) in v.iter().enumerate() {
                         o.set(r + i, *vi);
                     }
-                    r += 4;
+                    r += 8;
                 }
                 while r < r1 {
                     let mut v = [0f32; 1];
-                    avx512::gemv::<1>(w.dtype, [row_ptr(r)], xp, cols, &mut v);
+                    avx512::gemv::<1>(w.dtype, [row_ptr(r)], xp, cols, &mut v, avx512::Prefetch::NONE);
                     o.set(r, v[0]);
                     r += 1;
                 }

@@ -1,0 +1,120 @@
+//! Criterion benchmarks of every CPU kernel at SmolLM2-135M shapes (hidden 576, FFN 1536,
+//! vocab 49152, 9 heads / 3 KV heads of 64): `cargo bench -p keel-kernels`.
+//! Throughput is reported in elements (multiply-adds for matmuls). Thread count: the
+//! kernel pool's default (all CPUs) unless `KEEL_BENCH_THREADS` is set.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keel_kernels::aligned::AlignedBuf;
+use keel_kernels::attention::{layer_len, paged_attention, write_kv, AttnSeq, PagedKv, BLOCK};
+use keel_kernels::test_util::{random_row, Lcg};
+use keel_kernels::{matmul, DType, WeightMatrix};
+use std::hint::black_box;
+
+fn setup() {
+    if let Some(n) = std::env::var("KEEL_BENCH_THREADS").ok().and_then(|s| s.parse().ok()) {
+        keel_kernels::parallel::set_num_threads(n);
+    }
+}
+
+fn aligned(n: usize, rng: &mut Lcg) -> AlignedBuf {
+    let mut b = AlignedBuf::zeros(n);
+    b.iter_mut().for_each(|v| *v = rng.normal());
+    b
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    setup();
+    let mut rng = Lcg(1);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::BF16, DType::Q4K, DType::Q6K] {
+        let mut g = c.benchmark_group(format!("matmul/{dtype}"));
+        g.sample_size(20);
+        for (rows, cols) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
+            if cols % dtype.block_size() != 0 {
+                continue;
+            }
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+            let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
+            for t in [1usize, 32, 512] {
+                if rows == 49152 && t == 512 {
+                    continue; // the lm_head only sees sampled rows
+                }
+                let x = aligned(t * cols, &mut rng);
+                let mut out = vec![0f32; t * rows];
+                g.throughput(Throughput::Elements((rows * cols * t) as u64));
+                g.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), format!("T{t}")), |b| {
+                    b.iter(|| matmul(&wm, black_box(&x), &mut out))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+fn bench_attention(c: &mut Criterion) {
+    setup();
+    let (nh, nkv, hd) = (9, 3, 64);
+    let mut rng = Lcg(2);
+    let mut g = c.benchmark_group("attention");
+    for (ctx, q_len, n_seqs) in [(256usize, 1usize, 1usize), (256, 1, 32), (512, 512, 1)] {
+        let blocks_per_seq = ctx.div_ceil(BLOCK);
+        let num_blocks = blocks_per_seq * n_seqs;
+        let mut kc = vec![0f32; layer_len(num_blocks, nkv, hd)];
+        let mut vc = kc.clone();
+        for slot in 0..num_blocks * BLOCK {
+            let k: Vec<f32> = (0..nkv * hd).map(|_| rng.normal()).collect();
+            write_kv(&mut kc, &mut vc, slot, &k, &k, nkv, hd);
+        }
+        let tables: Vec<Vec<u32>> =
+            (0..n_seqs).map(|s| ((s * blocks_per_seq) as u32..((s + 1) * blocks_per_seq) as u32).collect()).collect();
+        let seqs: Vec<AttnSeq> = tables
+            .iter()
+            .enumerate()
+            .map(|(s, t)| AttnSeq { query_start: s * q_len, query_len: q_len, context_len: ctx, block_table: t })
+            .collect();
+        let q = aligned(n_seqs * q_len * nh * hd, &mut rng);
+        let mut out = vec![0f32; q.len()];
+        let kv = PagedKv { k: &kc, v: &vc, n_kv_heads: nkv, head_dim: hd };
+        g.throughput(Throughput::Elements((n_seqs * q_len) as u64));
+        g.bench_function(format!("ctx{ctx}_q{q_len}_seqs{n_seqs}"), |b| {
+            b.iter(|| paged_attention(black_box(&q), &seqs, &kv, nh, 0.125, &mut out))
+        });
+    }
+    g.finish();
+}
+
+fn bench_elementwise(c: &mut Criterion) {
+    let mut rng = Lcg(3);
+    let mut g = c.benchmark_group("elementwise");
+    let x: Vec<f32> = (0..512 * 576).map(|_| rng.normal()).collect();
+    let w: Vec<f32> = (0..576).map(|_| rng.normal()).collect();
+    let mut out = vec![0f32; x.len()];
+    g.throughput(Throughput::Elements(x.len() as u64));
+    g.bench_function("rms_norm_512x576", |b| {
+        b.iter(|| keel_kernels::norm::rms_norm(black_box(&x), &w, 1e-5, &mut out))
+    });
+    let up: Vec<f32> = (0..512 * 1536).map(|_| rng.normal()).collect();
+    let mut gate: Vec<f32> = (0..512 * 1536).map(|_| rng.normal()).collect();
+    g.throughput(Throughput::Elements(up.len() as u64));
+    g.bench_function("silu_mul_512x1536", |b| b.iter(|| keel_kernels::activation::silu_mul(black_box(&mut gate), &up)));
+    let mut e: Vec<f32> = (0..49152).map(|_| rng.normal()).collect();
+    g.throughput(Throughput::Elements(e.len() as u64));
+    g.bench_function("logsumexp_49152", |b| b.iter(|| keel_kernels::exp::logsumexp(black_box(&e))));
+    g.bench_function("exp_49152", |b| b.iter(|| keel_kernels::exp::exp_slice(black_box(&mut e))));
+    g.finish();
+}
+
+fn bench_dot(c: &mut Criterion) {
+    let mut rng = Lcg(4);
+    let mut g = c.benchmark_group("dot_row");
+    for dtype in DType::ALL {
+        let n = 1536.max(dtype.block_size());
+        let w = random_row(dtype, n, &mut rng);
+        let x: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(dtype.name(), |b| b.iter(|| keel_kernels::dot::dot_row(dtype, black_box(&w), &x)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_matmul, bench_attention, bench_elementwise, bench_dot);
+criterion_main!(benches);
