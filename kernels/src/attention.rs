@@ -135,24 +135,47 @@ pub fn paged_attention_at(
     assert!(token_seq.iter().all(|(s, _)| *s != usize::MAX), "a token belongs to no sequence");
     let group = n_heads / nkv;
     let optr = OutPtr(out.as_mut_ptr());
-    parallel_for(n_tokens * nkv, &|task| {
-        let (t, g) = (task / nkv, task % nkv);
-        let (s, n_pos) = token_seq[t];
-        let table = seqs[s].block_table;
-        let q_rows = &q[(t * n_heads + g * group) * hd..(t * n_heads + (g + 1) * group) * hd];
-        // SAFETY: this task owns heads g*group..(g+1)*group of token t.
-        let o = unsafe { std::slice::from_raw_parts_mut(optr.at((t * n_heads + g * group) * hd), group * hd) };
-        let n_padded = n_pos.div_ceil(BLOCK) * BLOCK;
+    let simd = matches!(level, SimdLevel::Avx512) && cfg!(target_arch = "x86_64") && hd % 16 == 0 && hd <= 512;
+    // A task: one KV head of `tokens` consecutive query tokens of one sequence (the SIMD
+    // tile takes up to 6 queries, so several tokens share each K/V load).
+    let per_task = if simd { (6 / group).max(1) } else { 1 };
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new(); // (first token, tokens, kv head)
+    for seq in seqs {
+        for t0 in (seq.query_start..seq.query_start + seq.query_len).step_by(per_task) {
+            let n = per_task.min(seq.query_start + seq.query_len - t0);
+            for g in 0..nkv {
+                tasks.push((t0, n, g));
+            }
+        }
+    }
+    parallel_for(tasks.len(), &|task| {
+        let (t0, nt, g) = tasks[task];
+        let table = seqs[token_seq[t0].0].block_table;
+        let max_pos = token_seq[t0 + nt - 1].1;
+        let n_padded = max_pos.div_ceil(BLOCK) * BLOCK;
         SCORES.with(|sc| {
             let mut sc = sc.borrow_mut();
-            sc.resize(group * n_padded);
-            match level {
+            sc.resize(nt * group * n_padded);
+            if simd {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the level guarantees AVX-512; shapes checked above.
-                SimdLevel::Avx512 if hd % 16 == 0 && hd <= 512 => unsafe {
-                    avx512::group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o)
-                },
-                _ => scalar_group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o),
+                {
+                    let mut qs = [avx512::Query { q: std::ptr::null(), n_pos: 0, out: std::ptr::null_mut() }; 6];
+                    for i in 0..nt {
+                        for j in 0..group {
+                            let row = (t0 + i) * n_heads + g * group + j;
+                            // SAFETY: this task owns these heads of these tokens.
+                            qs[i * group + j] = avx512::Query { q: q[row * hd..].as_ptr(), n_pos: token_seq[t0 + i].1, out: optr.at(row * hd) };
+                        }
+                    }
+                    // SAFETY: the level guarantees AVX-512; shapes checked above.
+                    unsafe { avx512::queries(&qs[..nt * group], table, max_pos, kv, g, scale, &mut sc) };
+                }
+            } else {
+                let (t, n_pos) = (t0, token_seq[t0].1);
+                let q_rows = &q[(t * n_heads + g * group) * hd..(t * n_heads + (g + 1) * group) * hd];
+                // SAFETY: this task owns heads g*group..(g+1)*group of token t.
+                let o = unsafe { std::slice::from_raw_parts_mut(optr.at((t * n_heads + g * group) * hd), group * hd) };
+                scalar_group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o);
             }
         });
     });
@@ -230,48 +253,69 @@ mod avx512 {
     use crate::exp::avx512::exp16;
     use std::arch::x86_64::*;
 
-    /// Query heads `j < group` of one token against KV head `g` (see module docs).
-    #[allow(clippy::too_many_arguments)]
+    /// One query head of one token: its q row, how many positions it sees, its output.
+    #[derive(Clone, Copy)]
+    pub struct Query {
+        pub q: *const f32,
+        pub n_pos: usize,
+        pub out: *mut f32,
+    }
+
+    /// Up to 6 queries (heads of consecutive tokens) against KV head `g`, positions
+    /// `0..max_pos`. A query's positions past its own `n_pos` score -inf, so they add
+    /// exact zeros to its softmax sums and outputs: its bits do not depend on the others.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn group(
-        q: &[f32],
-        table: &[u32],
-        n_pos: usize,
-        kv: &PagedKv,
-        g: usize,
-        group: usize,
-        scale: f32,
-        sc: &mut [f32],
-        o: &mut [f32],
-    ) {
+    pub unsafe fn queries(qs: &[Query], table: &[u32], max_pos: usize, kv: &PagedKv, g: usize, scale: f32, sc: &mut [f32]) {
+        match qs.len() {
+            1 => tile::<1>(qs, table, max_pos, kv, g, scale, sc),
+            2 => tile::<2>(qs, table, max_pos, kv, g, scale, sc),
+            3 => tile::<3>(qs, table, max_pos, kv, g, scale, sc),
+            4 => tile::<4>(qs, table, max_pos, kv, g, scale, sc),
+            5 => tile::<5>(qs, table, max_pos, kv, g, scale, sc),
+            6 => tile::<6>(qs, table, max_pos, kv, g, scale, sc),
+            n => unreachable!("{n} queries in one attention tile"),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn tile<const Q: usize>(qs: &[Query], table: &[u32], max_pos: usize, kv: &PagedKv, g: usize, scale: f32, sc: &mut [f32]) {
         let hd = kv.head_dim;
-        let n_blocks = n_pos.div_ceil(BLOCK);
+        let n_blocks = max_pos.div_ceil(BLOCK);
         let n_padded = n_blocks * BLOCK;
         let vscale = _mm512_set1_ps(scale);
-        // Scores: one vector of 16 positions per (query head, block); up to 4 heads at once.
-        for j0 in (0..group).step_by(4) {
-            let nj = (group - j0).min(4);
-            for (bi, &b) in table[..n_blocks].iter().enumerate() {
-                let kb = kv.k.as_ptr().add(kv.offset(b, g));
-                let mut acc = [_mm512_setzero_ps(); 4];
-                for d in 0..hd {
-                    let kd = _mm512_loadu_ps(kb.add(d * BLOCK));
-                    for (jj, a) in acc.iter_mut().enumerate().take(nj) {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked((j0 + jj) * hd + d)), kd, *a);
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let base = sc.as_mut_ptr();
+        let srow = |i: usize| base.add(i * n_padded);
+        // Scores, 4 blocks (64 positions) × Q queries per pass: acc[i][p] = Σ_d q_i[d]·K[d][p].
+        let mut b0 = 0;
+        while b0 < n_blocks {
+            let nb = (n_blocks - b0).min(4);
+            let kp: [*const f32; 4] = std::array::from_fn(|p| kv.k.as_ptr().add(kv.offset(table[b0 + p.min(nb - 1)], g)));
+            let mut acc = [[_mm512_setzero_ps(); 4]; Q];
+            for d in 0..hd {
+                let kd: [__m512; 4] = std::array::from_fn(|p| _mm512_loadu_ps(kp[p].add(d * BLOCK)));
+                for i in 0..Q {
+                    let b = _mm512_set1_ps(*qs[i].q.add(d));
+                    for p in 0..4 {
+                        acc[i][p] = _mm512_fmadd_ps(b, kd[p], acc[i][p]);
                     }
                 }
-                let valid = n_pos - bi * BLOCK;
-                let mask: u16 = if valid >= BLOCK { 0xFFFF } else { ((1u32 << valid) - 1) as u16 };
-                for (jj, a) in acc.iter().enumerate().take(nj) {
-                    let s = _mm512_mask_blend_ps(mask, _mm512_set1_ps(f32::NEG_INFINITY), _mm512_mul_ps(*a, vscale));
-                    _mm512_storeu_ps(sc.as_mut_ptr().add((j0 + jj) * n_padded + bi * BLOCK), s);
+            }
+            for i in 0..Q {
+                for p in 0..nb {
+                    let first = (b0 + p) * BLOCK;
+                    let valid = qs[i].n_pos.saturating_sub(first).min(BLOCK);
+                    let mask: u16 = if valid >= BLOCK { 0xFFFF } else { ((1u32 << valid) - 1) as u16 };
+                    let s = _mm512_mask_blend_ps(mask, neg_inf, _mm512_mul_ps(acc[i][p], vscale));
+                    _mm512_storeu_ps(srow(i).add(first), s);
                 }
             }
+            b0 += nb;
         }
-        // Softmax per query head.
-        for j in 0..group {
-            let s = sc.as_mut_ptr().add(j * n_padded);
-            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        // Softmax per query: max, e^(s - max) (exactly 0 where masked), lane sums in order, × 1/sum.
+        for i in 0..Q {
+            let s = srow(i);
+            let mut mx = neg_inf;
             for bi in 0..n_blocks {
                 mx = _mm512_max_ps(mx, _mm512_loadu_ps(s.add(bi * BLOCK)));
             }
@@ -287,24 +331,28 @@ mod avx512 {
                 _mm512_storeu_ps(s.add(bi * BLOCK), _mm512_mul_ps(_mm512_loadu_ps(s.add(bi * BLOCK)), inv));
             }
         }
-        // Output: Σ_p prob[p] · v[p], 16 dims per vector, one head at a time.
-        let nv = hd / 16;
-        for j in 0..group {
-            let s = sc.as_ptr().add(j * n_padded);
-            let mut acc = [_mm512_setzero_ps(); 32];
+        // Output: out_i = Σ_p prob_i[p]·v[p], 64 dims (4 vectors) × Q queries per pass.
+        for d0 in (0..hd).step_by(64) {
+            let nv = ((hd - d0) / 16).min(4);
+            let mut acc = [[_mm512_setzero_ps(); 4]; Q];
             for (bi, &b) in table[..n_blocks].iter().enumerate() {
                 let vb = kv.v.as_ptr().add(kv.offset(b, g));
-                let valid = (n_pos - bi * BLOCK).min(BLOCK);
+                let valid = (max_pos - bi * BLOCK).min(BLOCK);
                 for l in 0..valid {
-                    let p = _mm512_set1_ps(*s.add(bi * BLOCK + l));
-                    let vr = vb.add(l * hd);
-                    for (i, a) in acc.iter_mut().enumerate().take(nv) {
-                        *a = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr.add(16 * i)), *a);
+                    let vr = vb.add(l * hd + d0);
+                    let v: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(vr.add(16 * j.min(nv - 1))));
+                    for i in 0..Q {
+                        let p = _mm512_set1_ps(*srow(i).add(bi * BLOCK + l));
+                        for j in 0..4 {
+                            acc[i][j] = _mm512_fmadd_ps(p, v[j], acc[i][j]);
+                        }
                     }
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(nv) {
-                _mm512_storeu_ps(o.as_mut_ptr().add(j * hd + 16 * i), *a);
+            for i in 0..Q {
+                for j in 0..nv {
+                    _mm512_storeu_ps(qs[i].out.add(d0 + 16 * j), acc[i][j]);
+                }
             }
         }
     }
@@ -387,19 +435,14 @@ mod tests {
                 }
                 start += ql;
             }
-            // A token alone gives the same bits as inside the batch (last query of seq 0).
-            let one = AttnSeq { query_start: 0, query_len: 1, context_len: 42, block_table: &specs[0].2 };
-            let mut alone = vec![0f32; nh * hd];
-            paged_attention_at(
-                level,
-                &q[4 * nh * hd..5 * nh * hd],
-                &[one],
-                &kv,
-                nh,
-                1.0 / (hd as f32).sqrt(),
-                &mut alone,
-            );
-            assert_eq!(alone, out[4 * nh * hd..5 * nh * hd], "{}: batch changed a token's bits", level.name());
+            // Each token alone gives the same bits as inside the batch (where the SIMD
+            // path tiles it together with its neighbours).
+            for j in 0..5 {
+                let one = AttnSeq { query_start: 0, query_len: 1, context_len: 42 - 5 + j + 1, block_table: &specs[0].2 };
+                let mut alone = vec![0f32; nh * hd];
+                paged_attention_at(level, &q[j * nh * hd..(j + 1) * nh * hd], &[one], &kv, nh, 1.0 / (hd as f32).sqrt(), &mut alone);
+                assert_eq!(alone, out[j * nh * hd..(j + 1) * nh * hd], "{}: batch changed token {j}'s bits", level.name());
+            }
         }
     }
 
