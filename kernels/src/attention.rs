@@ -164,7 +164,11 @@ pub fn paged_attention_at(
                         for j in 0..group {
                             let row = (t0 + i) * n_heads + g * group + j;
                             // SAFETY: this task owns these heads of these tokens.
-                            qs[i * group + j] = avx512::Query { q: q[row * hd..].as_ptr(), n_pos: token_seq[t0 + i].1, out: optr.at(row * hd) };
+                            qs[i * group + j] = avx512::Query {
+                                q: q[row * hd..].as_ptr(),
+                                n_pos: token_seq[t0 + i].1,
+                                out: optr.at(row * hd),
+                            };
                         }
                     }
                     // SAFETY: the level guarantees AVX-512; shapes checked above.
@@ -265,7 +269,15 @@ mod avx512 {
     /// `0..max_pos`. A query's positions past its own `n_pos` score -inf, so they add
     /// exact zeros to its softmax sums and outputs: its bits do not depend on the others.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn queries(qs: &[Query], table: &[u32], max_pos: usize, kv: &PagedKv, g: usize, scale: f32, sc: &mut [f32]) {
+    pub unsafe fn queries(
+        qs: &[Query],
+        table: &[u32],
+        max_pos: usize,
+        kv: &PagedKv,
+        g: usize,
+        scale: f32,
+        sc: &mut [f32],
+    ) {
         match qs.len() {
             1 => tile::<1>(qs, table, max_pos, kv, g, scale, sc),
             2 => tile::<2>(qs, table, max_pos, kv, g, scale, sc),
@@ -278,7 +290,15 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn tile<const Q: usize>(qs: &[Query], table: &[u32], max_pos: usize, kv: &PagedKv, g: usize, scale: f32, sc: &mut [f32]) {
+    unsafe fn tile<const Q: usize>(
+        qs: &[Query],
+        table: &[u32],
+        max_pos: usize,
+        kv: &PagedKv,
+        g: usize,
+        scale: f32,
+        sc: &mut [f32],
+    ) {
         let hd = kv.head_dim;
         let n_blocks = max_pos.div_ceil(BLOCK);
         let n_padded = n_blocks * BLOCK;
@@ -290,7 +310,8 @@ mod avx512 {
         let mut b0 = 0;
         while b0 < n_blocks {
             let nb = (n_blocks - b0).min(4);
-            let kp: [*const f32; 4] = std::array::from_fn(|p| kv.k.as_ptr().add(kv.offset(table[b0 + p.min(nb - 1)], g)));
+            let kp: [*const f32; 4] =
+                std::array::from_fn(|p| kv.k.as_ptr().add(kv.offset(table[b0 + p.min(nb - 1)], g)));
             let mut acc = [[_mm512_setzero_ps(); 4]; Q];
             for d in 0..hd {
                 let kd: [__m512; 4] = std::array::from_fn(|p| _mm512_loadu_ps(kp[p].add(d * BLOCK)));
@@ -438,10 +459,24 @@ mod tests {
             // Each token alone gives the same bits as inside the batch (where the SIMD
             // path tiles it together with its neighbours).
             for j in 0..5 {
-                let one = AttnSeq { query_start: 0, query_len: 1, context_len: 42 - 5 + j + 1, block_table: &specs[0].2 };
+                let one =
+                    AttnSeq { query_start: 0, query_len: 1, context_len: 42 - 5 + j + 1, block_table: &specs[0].2 };
                 let mut alone = vec![0f32; nh * hd];
-                paged_attention_at(level, &q[j * nh * hd..(j + 1) * nh * hd], &[one], &kv, nh, 1.0 / (hd as f32).sqrt(), &mut alone);
-                assert_eq!(alone, out[j * nh * hd..(j + 1) * nh * hd], "{}: batch changed token {j}'s bits", level.name());
+                paged_attention_at(
+                    level,
+                    &q[j * nh * hd..(j + 1) * nh * hd],
+                    &[one],
+                    &kv,
+                    nh,
+                    1.0 / (hd as f32).sqrt(),
+                    &mut alone,
+                );
+                assert_eq!(
+                    alone,
+                    out[j * nh * hd..(j + 1) * nh * hd],
+                    "{}: batch changed token {j}'s bits",
+                    level.name()
+                );
             }
         }
     }

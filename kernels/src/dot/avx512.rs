@@ -3,8 +3,8 @@
 //! Accumulation order (shared by every AVX-512 kernel that computes a dot product with a
 //! weight row, see `matmul/avx512.rs`): one 16-lane accumulator; element `i` goes to lane
 //! `i % 16`; elements are added in steps of 16 with one FMA each, in order; the last
-//! partial step is zero-padded (no all-zero steps are added); the result is
-//! `_mm512_reduce_add_ps(acc)`. Quantized blocks are expanded in registers with the
+//! partial step is zero-padded (no all-zero steps are added); the result is `hsum(acc)`,
+//! a fixed tree: lanes `i + (i+8)`, then `+4`, `+2`, `+1`. Quantized blocks are expanded in registers with the
 //! reference dequantizer's exact operations, so `dot_row(w, x)` equals
 //! `dot_f32(dequantize_row(w), x)` bit for bit.
 //!
@@ -14,6 +14,35 @@
 use crate::dtype::DType;
 use crate::quant::dequantize_block;
 use std::arch::x86_64::*;
+
+/// The horizontal sum of the AVX-512 dot products: `((l_i + l_{i+8}) + (.. + l_{i+4}))`
+/// down to one lane, always in this order.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum(v: __m512) -> f32 {
+    let a = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v)); // i + i+8
+    let b = _mm512_add_ps(a, _mm512_shuffle_f32x4::<0b10_11_00_01>(a, a)); // + i+4
+    let c = _mm512_add_ps(b, _mm512_permute_ps::<0b01_00_11_10>(b)); // + i+2
+    let d = _mm512_add_ps(c, _mm512_permute_ps::<0b10_11_00_01>(c)); // + i+1
+    _mm512_cvtss_f32(d)
+}
+
+/// `[hsum(a), hsum(b), hsum(c), hsum(d)]` with the same additions, 4 sums at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+pub(crate) unsafe fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+    // Level 1 (i + i+8) for a|b and c|d: 128-bit lanes [x0 x1 y0 y1] + [x2 x3 y2 y3].
+    let ab = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
+    let cd = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
+    // Level 2 (+ i+4): [a b c d] lane 0 + lane 1 of each pair.
+    let s = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd), _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd));
+    // Levels 3 and 4 within each 128-bit lane.
+    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b01_00_11_10>(s));
+    let s = _mm512_add_ps(s, _mm512_permute_ps::<0b10_11_00_01>(s));
+    let mut out = [0f32; 16];
+    _mm512_storeu_ps(out.as_mut_ptr(), s);
+    [out[0], out[4], out[8], out[12]]
+}
 
 /// Mask of the first `n` (≤ 16) lanes.
 #[inline]
@@ -42,7 +71,7 @@ pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             acc,
         );
     }
-    _mm512_reduce_add_ps(acc)
+    hsum(acc)
 }
 
 /// 16 (or fewer, masked) weights of a float row at element `i`, as f32.
@@ -69,7 +98,7 @@ unsafe fn dot_float(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
         acc = _mm512_fmadd_ps(load_float(dtype, w.as_ptr(), i, m), _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)), acc);
         i += 16;
     }
-    _mm512_reduce_add_ps(acc)
+    hsum(acc)
 }
 
 /// Block formats: each block through the reference dequantizer, then 16 at a time.
@@ -84,7 +113,7 @@ unsafe fn dot_blocks(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(buf.as_ptr().add(j)), _mm512_loadu_ps(xb.as_ptr().add(j)), acc);
         }
     }
-    _mm512_reduce_add_ps(acc)
+    hsum(acc)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -121,5 +150,37 @@ pub unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     while i < n {
         y[i] = a.mul_add(x[i], y[i]);
         i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsum4_is_four_hsums() {
+        if !crate::simd::available_levels().contains(&crate::simd::SimdLevel::Avx512) {
+            return;
+        }
+        let mut rng = crate::test_util::Lcg(9);
+        for _ in 0..200 {
+            let v: Vec<f32> = (0..64).map(|_| rng.normal() * 1e3).collect();
+            // SAFETY: AVX-512 checked above.
+            unsafe {
+                let z: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(v.as_ptr().add(16 * i)));
+                let four = hsum4(z[0], z[1], z[2], z[3]);
+                for i in 0..4 {
+                    let l = &v[16 * i..16 * i + 16];
+                    let tree = {
+                        let a: Vec<f32> = (0..8).map(|j| l[j] + l[j + 8]).collect();
+                        let b: Vec<f32> = (0..4).map(|j| a[j] + a[j + 4]).collect();
+                        let c: Vec<f32> = (0..2).map(|j| b[j] + b[j + 2]).collect();
+                        c[0] + c[1]
+                    };
+                    assert_eq!(four[i].to_bits(), hsum(z[i]).to_bits());
+                    assert_eq!(four[i].to_bits(), tree.to_bits());
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Every output `(row r, token t)` is computed with the accumulation order defined in
 //! `dot/avx512.rs`: one 16-lane accumulator, one FMA per 16 elements in order, a
-//! zero-filled (masked) last partial step, then `reduce_add`. Tiles only interleave
+//! zero-filled (masked) last partial step, then `hsum`. Tiles only interleave
 //! independent chains, so a token gets the same bits from the GEMV, from any tile shape,
 //! and from `dot::dot_row`.
 //!
@@ -11,7 +11,7 @@
 //! features and in-bounds pointers: every weight row holds `k` elements of its dtype,
 //! every activation row `k` f32.
 
-use crate::dot::avx512::lanes;
+use crate::dot::avx512::{hsum, hsum4, lanes};
 use crate::dtype::DType;
 use crate::quant::dequantize_block;
 use std::arch::x86_64::*;
@@ -129,6 +129,21 @@ unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
     (_mm512_cvtepu8_epi32(_mm_and_si128(v, m)), _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)))
 }
 
+/// `out[i] = hsum(acc[i])`, four at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f32; N]) {
+    let mut i = 0;
+    while i + 4 <= N {
+        out[i..i + 4].copy_from_slice(&hsum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
+        i += 4;
+    }
+    while i < N {
+        out[i] = hsum(acc[i]);
+        i += 1;
+    }
+}
+
 /// Memory to pull into the cache while a GEMV works (the rows it will read next).
 #[derive(Clone, Copy)]
 pub struct Prefetch {
@@ -190,9 +205,7 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
             j += 16;
         }
     }
-    for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
-    }
+    reduce_into(&acc, out);
 }
 
 /// Block formats without a chunk loader: each block through the reference dequantizer.
@@ -216,9 +229,7 @@ unsafe fn gemv_blocks<const R: usize>(dtype: DType, rows: [*const u8; R], x: *co
             }
         }
     }
-    for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
-    }
+    reduce_into(&acc, out);
 }
 
 /// `R` rows (stored as `dtype`, `k` elements each) dotted with one token `x`.
@@ -313,8 +324,6 @@ pub unsafe fn tile<const R: usize, const C: usize>(
         }
     }
     for r in 0..R {
-        for c in 0..C {
-            out[r][c] = _mm512_reduce_add_ps(acc[r][c]);
-        }
+        reduce_into(&acc[r], &mut out[r]);
     }
 }
