@@ -185,6 +185,12 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
                         } else {
                             1
                         };
+                        // The next tile's rows (contiguous after these) stream in while
+                        // this one computes.
+                        if r + n < rows {
+                            let len = w.row_bytes() * 6.min(rows - r - n);
+                            avx512::prefetch(row_ptr(r + n), len);
+                        }
                         for i in 0..n {
                             avx512::expand_row(
                                 w.dtype,
