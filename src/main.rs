@@ -1,4 +1,4 @@
-//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`.
+//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `serve`.
 //!
 //! Exit codes (SPEC §1): 0 success, 2 bad usage or bad input (clap errors, a missing
 //! model path, an invalid parameter), 1 a runtime failure. Errors are one line on stderr.
@@ -27,6 +27,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Measure prefill and decode tokens/s (like llama-bench).
     Bench(commands::bench::BenchArgs),
+    /// Serve models over HTTP: OpenAI, MLflow scoring and Databricks-style endpoints.
+    Serve(commands::serve::ServeArgs),
 }
 
 fn version() -> &'static str {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => commands::pull::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Serve(a) => commands::serve::run(a, version()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

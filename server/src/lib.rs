@@ -1,8 +1,127 @@
 //! keel's HTTP server (axum): OpenAI-compatible routes, the MLflow scoring protocol,
 //! Databricks-style serving endpoints (traffic split, scale to zero, management REST),
 //! auth, rate limits and Prometheus metrics. See ../shared/SPEC.md §2.
+//!
+//! [`serve`] runs until its shutdown future resolves, then drains: readiness turns 503,
+//! new generation requests get 503, the listener stops accepting, in-flight requests
+//! (streams included) finish, and after `drain_timeout` whatever remains is cut.
 
+pub mod app;
 pub mod auth;
+pub mod config;
+pub mod endpoint;
+pub mod entity;
+pub mod error;
+pub mod generation;
+pub mod invocations;
+pub mod llm_request;
+pub mod management;
 pub mod metrics;
+pub mod openai;
 pub mod rate_limit;
 pub mod scoring;
+
+use app::AppState;
+use auth::ApiKeys;
+use config::EndpointSpec;
+use endpoint::Endpoints;
+use entity::ModelLoader;
+use keel_runtime::engine::EngineConfig;
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct ServeOptions {
+    pub endpoints: Vec<EndpointSpec>,
+    pub loader: ModelLoader,
+    pub engine_config: EngineConfig,
+    pub keys: Arc<ApiKeys>,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub drain_timeout: Duration,
+    pub version: String,
+}
+
+/// Builds the state: validates and creates every endpoint (loading starts now).
+pub fn build_state(opts: &ServeOptions) -> Result<Arc<AppState>, error::ApiError> {
+    let endpoints = Arc::new(Endpoints::new(opts.loader.clone(), opts.engine_config.clone()));
+    for spec in &opts.endpoints {
+        endpoints.create(spec.clone())?;
+    }
+    Ok(Arc::new(AppState {
+        endpoints,
+        metrics: Arc::new(metrics::Metrics::new()),
+        keys: opts.keys.clone(),
+        draining: AtomicBool::new(false),
+        request_timeout: opts.request_timeout,
+        max_body_bytes: opts.max_body_bytes,
+        version: opts.version.clone(),
+    }))
+}
+
+/// Unloads idle scale-to-zero entities, checking once a second.
+fn spawn_scale_to_zero(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let endpoints = state.endpoints.clone();
+            // Unloading joins the engine thread: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                let now = Instant::now();
+                for (_, e) in endpoints.entities() {
+                    e.maybe_scale_to_zero(now);
+                }
+            })
+            .await;
+        }
+    });
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains (see the module doc).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let state = build_state(&opts).map_err(|e| e.message)?;
+    spawn_scale_to_zero(state.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            state.draining.store(true, Ordering::Release);
+            tracing::info!("draining: no new requests; waiting for in-flight ones to finish");
+            let _ = tx.send(true);
+        });
+    }
+    let mut graceful = rx.clone();
+    let server = axum::serve(listener, app::router(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|d| *d).await;
+        })
+        .into_future();
+    let mut deadline = rx;
+    let drain_timeout = opts.drain_timeout;
+    let result = tokio::select! {
+        r = server => r.map_err(|e| e.to_string()),
+        _ = async move {
+            let _ = deadline.wait_for(|d| *d).await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!("drain timeout of {}s reached; cutting the remaining requests", drain_timeout.as_secs());
+            Ok(())
+        }
+    };
+    // Stop the engines (their threads end with the endpoints).
+    let endpoints = state.endpoints.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for ep in endpoints.all() {
+            endpoints.remove(&ep.name);
+        }
+    })
+    .await;
+    result
+}

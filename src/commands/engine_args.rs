@@ -35,8 +35,17 @@ fn total_memory() -> Option<usize> {
 }
 
 impl EngineArgs {
-    /// The engine configuration, with `defaults` for what was not given.
+    /// The engine configuration, with `defaults` for what was not given; logs the
+    /// KV-cache size it gives `model`.
     pub fn config(&self, defaults: EngineConfig, model: &ModelConfig) -> Result<EngineConfig> {
+        let c = self.resolve(defaults)?;
+        let blocks = c.num_blocks(model);
+        tracing::info!("KV cache: {blocks} blocks of {} tokens", keel_runtime::kv_cache::BLOCK_SIZE);
+        Ok(c)
+    }
+
+    /// The engine configuration, with `defaults` for what was not given.
+    pub fn resolve(&self, defaults: EngineConfig) -> Result<EngineConfig> {
         let mut c = defaults;
         if let Some(n) = self.max_num_seqs {
             c.max_num_seqs = n;
@@ -68,8 +77,6 @@ impl EngineArgs {
             ))
             .into());
         }
-        let blocks = c.num_blocks(model);
-        tracing::info!("KV cache: {blocks} blocks of {} tokens", keel_runtime::kv_cache::BLOCK_SIZE);
         Ok(c)
     }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod engine_args;
 pub mod generate;
 pub mod pull;
+pub mod serve;
 
 use crate::model_store::{self, BadModelArg};
 use anyhow::{Context, Result};

@@ -26,7 +26,7 @@ use crate::model::Model;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 pub use keel_scheduler::{FinishReason, RequestId};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -154,6 +154,8 @@ pub struct EngineHandle {
     tokenizer: Arc<Tokenizer>,
     metrics: Arc<EngineMetrics>,
     queue_capacity: usize,
+    /// False once the engine thread has left its loop (shutdown or panic).
+    alive: Arc<AtomicBool>,
 }
 
 /// A request's events, in order, ending with `Finished` or `Error`. Dropping it aborts
@@ -277,6 +279,11 @@ impl EngineHandle {
         }
     }
 
+    /// True while the engine thread runs its step loop (false after shutdown or a panic).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
     /// Stops the engine: running requests end with `Aborted`.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -304,13 +311,27 @@ impl Engine {
             tokenizer: tokenizer.clone(),
             metrics: metrics.clone(),
             queue_capacity: config.queue_capacity,
+            alive: Arc::new(AtomicBool::new(true)),
         };
         let core = core::EngineCore::new(model, kv, tokenizer, &config, metrics);
+        let alive = AliveGuard(handle.alive.clone());
         let thread = std::thread::Builder::new()
             .name("keel-engine".into())
-            .spawn(move || core.run(rx))
+            .spawn(move || {
+                let _alive = alive;
+                core.run(rx)
+            })
             .map_err(|e| Error::Model(format!("cannot start the engine thread: {e}")))?;
         Ok(Engine { handle, thread: Some(thread) })
+    }
+}
+
+/// Clears the engine's alive flag when the thread ends, however it ends.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -1,0 +1,167 @@
+//! MLflow scoring (`POST /invocations`, the default endpoint) and Databricks endpoint
+//! queries (`POST /serving-endpoints/{name}/invocations`).
+//!
+//! A JSON body with top-level `messages`, `prompt` or `input` is the unified LLM format
+//! and is answered in OpenAI shape (streaming allowed); any other body is the MLflow
+//! scoring protocol (`dataframe_split`, `dataframe_records`, `instances`, `inputs`, or
+//! CSV) and is answered `{"predictions": [...]}`, one string per row, in row order.
+//! Errors use the Databricks shape here. Scoring rows default to 256 new tokens.
+
+use crate::app::{Shared, User};
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+use crate::generation::{self, GenCtx};
+use crate::llm_request::{parse_body, Kind, LlmRequest};
+use crate::metrics::EntityLabels;
+use crate::openai::{body_bytes, resolve, serve_llm};
+use crate::scoring::{self, BodyFormat, ScoringError, ScoringInput};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// New tokens per scoring row when `params.max_tokens` is absent.
+pub const SCORING_DEFAULT_MAX_TOKENS: u64 = 256;
+
+impl From<ScoringError> for ApiError {
+    fn from(e: ScoringError) -> ApiError {
+        match e {
+            ScoringError::BadRequest(m) => ApiError::bad_request(m),
+            ScoringError::InvalidParameter(m) => {
+                ApiError::new(axum::http::StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", m)
+            }
+            ScoringError::UnsupportedMediaType(m) => ApiError::unsupported_media_type(m),
+        }
+    }
+}
+
+pub async fn default_invocations(
+    State(st): State<Shared>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match resolve(&st, None) {
+        Ok((ep, _)) => invoke(st, user, ep, headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn endpoint_invocations(
+    State(st): State<Shared>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match st.endpoints.require(&name) {
+        Ok(ep) => invoke(st, user, ep, headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn invoke(
+    st: Shared,
+    user: User,
+    ep: Arc<Endpoint>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match parse_invocation(&st, &headers, body) {
+        Ok(Invocation::Llm(req, kind)) => {
+            let name = ep.name.clone();
+            serve_llm(&st, &user.0, ep, None, req, kind, name, false).await
+        }
+        Ok(Invocation::Scoring(input)) => score(&st, &user.0, ep, input).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+enum Invocation {
+    Llm(LlmRequest, Kind),
+    Scoring(ScoringInput),
+}
+
+fn parse_invocation(
+    st: &Shared,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Invocation, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let format = scoring::body_format(content_type)?;
+    let body = body_bytes(st, body)?;
+    match format {
+        BodyFormat::Csv => Ok(Invocation::Scoring(scoring::parse_csv(&body)?)),
+        BodyFormat::Json => {
+            let v: Value = parse_body(&body)?;
+            if scoring::is_unified_llm_body(&v) {
+                let req: LlmRequest = parse_body(&body)?;
+                let kind = req.kind()?;
+                Ok(Invocation::Llm(req, kind))
+            } else {
+                Ok(Invocation::Scoring(scoring::parse_json(&v)?))
+            }
+        }
+    }
+}
+
+/// The generation parameters of a scoring request (`params`), as an LLM request.
+fn scoring_request(input: &ScoringInput) -> Result<LlmRequest, ApiError> {
+    let params = Value::Object(input.params.clone());
+    let mut req: LlmRequest = serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(format!("params.{path}"), e.into_inner())
+    })?;
+    if req.stream == Some(true) {
+        return Err(ApiError::invalid("params.stream", "predictions are not streamed; use the chat format to stream"));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("params.n", "the scoring protocol returns one prediction per row (n = 1)"));
+    }
+    if req.prompt.is_some() || req.messages.is_some() || req.input.is_some() {
+        return Err(ApiError::invalid("params", "prompts go in the rows, not in params"));
+    }
+    req.prompt = Some(Value::Array(input.prompts.iter().map(|p| Value::String(p.clone())).collect()));
+    req.default_max_tokens = Some(SCORING_DEFAULT_MAX_TOKENS);
+    Ok(req)
+}
+
+async fn score(st: &Shared, user: &str, ep: Arc<Endpoint>, input: ScoringInput) -> Response {
+    let arrived = Instant::now();
+    let req = match scoring_request(&input) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = st.check_accepting().and_then(|_| ep.check_rate(user)) {
+        return e.into_response();
+    }
+    let Some(entity) = ep.active().route() else {
+        return ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)).into_response();
+    };
+    let routed = crate::app::Routed::of(&ep, &entity);
+    let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return routed.mark(e.into_response()),
+        Err(_) => return routed.mark(ApiError::timeout(st.request_timeout.as_secs()).into_response()),
+    };
+    let prepared = match req.prepare(Kind::Completion, lease.handle.tokenizer(), lease.handle.model_config()) {
+        Ok(p) => p,
+        Err(e) => return routed.mark(e.into_response()),
+    };
+    let ctx = GenCtx {
+        metrics: st.metrics.clone(),
+        labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
+        timeout: st.request_timeout,
+        arrived,
+    };
+    let r = match generation::predictions(&lease, &prepared, &ctx).await {
+        Ok(preds) => Json(json!({ "predictions": preds })).into_response(),
+        Err(e) => e.into_response(),
+    };
+    routed.mark(r)
+}

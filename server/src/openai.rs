@@ -1,0 +1,147 @@
+//! OpenAI-compatible routes (`/v1/completions`, `/v1/chat/completions`) and the shared
+//! path every LLM request takes: pick the endpoint and entity, rate-limit, lease the
+//! entity, validate and tokenize, generate (whole or streamed).
+//!
+//! `model` selects an endpoint by name (traffic split applies) or a served entity by
+//! name (no split); absent, the endpoint named `default` (or the only one) answers.
+
+use crate::app::{Routed, Shared, User};
+use crate::endpoint::Endpoint;
+use crate::entity::ServedEntity;
+use crate::error::ApiError;
+use crate::generation::{self, GenCtx, Shape};
+use crate::llm_request::{parse_body, Kind, LlmRequest};
+use crate::metrics::EntityLabels;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::Sse;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The request body, or 413 / 400.
+pub fn body_bytes(st: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.max_body_bytes)
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {r}"))
+        }
+    })
+}
+
+/// Finds what answers `model`.
+pub fn resolve(st: &Shared, model: Option<&str>) -> Result<(Arc<Endpoint>, Option<Arc<ServedEntity>>), ApiError> {
+    match model {
+        Some(m) if !m.is_empty() => {
+            if let Some(ep) = st.endpoints.get(m) {
+                return Ok((ep, None));
+            }
+            if let Some((ep, e)) = st.endpoints.entities().into_iter().find(|(_, e)| e.name() == m) {
+                return Ok((ep, Some(e)));
+            }
+            let known: Vec<String> = st.endpoints.all().iter().map(|e| e.name.clone()).collect();
+            let mut err = ApiError::not_found(
+                "ENDPOINT_NOT_FOUND",
+                format!("model {m:?} is not served here; endpoints: {known:?} (GET /v1/models lists all)"),
+            );
+            err.param = Some("model".into());
+            Err(err)
+        }
+        _ => {
+            if let Some(ep) = st.endpoints.get("default") {
+                return Ok((ep, None));
+            }
+            match st.endpoints.all().as_slice() {
+                [one] => Ok((one.clone(), None)),
+                _ => Err(ApiError::invalid("model", "is required: this server has several endpoints")),
+            }
+        }
+    }
+}
+
+/// Serves one LLM request on `ep` (or the given entity of it). Errors come back with the
+/// routing already attached, so they carry `served-model-name` once an entity is known.
+pub async fn serve_llm(
+    st: &Shared,
+    user: &str,
+    ep: Arc<Endpoint>,
+    entity: Option<Arc<ServedEntity>>,
+    req: LlmRequest,
+    kind: Kind,
+    model_name: String,
+    openai_errors: bool,
+) -> Response {
+    let arrived = Instant::now();
+    let shape_err = |e: ApiError| if openai_errors { e.openai() } else { e };
+    if let Err(e) = st.check_accepting().and_then(|_| ep.check_rate(user)) {
+        return shape_err(e).into_response();
+    }
+    let entity = match entity.or_else(|| ep.active().route()) {
+        Some(e) => e,
+        None => return shape_err(ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name))).into_response(),
+    };
+    let routed = Routed::of(&ep, &entity);
+    let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return routed.mark(shape_err(e).into_response()),
+        Err(_) => return routed.mark(shape_err(ApiError::timeout(st.request_timeout.as_secs())).into_response()),
+    };
+    let tok = lease.handle.tokenizer().clone();
+    let prepared = match req.prepare(kind, &tok, lease.handle.model_config()) {
+        Ok(p) => p,
+        Err(e) => return routed.mark(shape_err(e).into_response()),
+    };
+    let ctx = GenCtx {
+        metrics: st.metrics.clone(),
+        labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
+        timeout: st.request_timeout,
+        arrived,
+    };
+    let shape = Shape::new(kind, model_name, prepared.logprobs, tok);
+    let r = if prepared.stream {
+        match generation::stream_response(lease, &prepared, shape, ctx) {
+            Ok(s) => Sse::new(s).into_response(),
+            Err(e) => shape_err(e).into_response(),
+        }
+    } else {
+        match generation::run_to_end(&lease, &prepared, &ctx).await {
+            Ok(choices) => Json(shape.full(&choices, prepared.n)).into_response(),
+            Err(e) => shape_err(e).into_response(),
+        }
+    };
+    routed.mark(r)
+}
+
+async fn openai_route(st: Shared, user: User, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
+    let parsed = body_bytes(&st, body).and_then(|b| parse_body::<LlmRequest>(&b));
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return e.openai().into_response(),
+    };
+    let (ep, entity) = match resolve(&st, req.model.as_deref()) {
+        Ok(x) => x,
+        Err(e) => return e.openai().into_response(),
+    };
+    let name = req.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| ep.name.clone());
+    serve_llm(&st, &user.0, ep, entity, req, kind, name, true).await
+}
+
+pub async fn completions(
+    State(st): State<Shared>,
+    Extension(user): Extension<User>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    openai_route(st, user, body, Kind::Completion).await
+}
+
+pub async fn chat_completions(
+    State(st): State<Shared>,
+    Extension(user): Extension<User>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    openai_route(st, user, body, Kind::Chat).await
+}
