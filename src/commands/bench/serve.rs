@@ -460,3 +460,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;
