@@ -408,13 +408,8 @@ pub(crate) async fn benchmark(cfg: Arc<Config>) -> Result<(Summary, Option<Strin
         .timeout(cfg.timeout)
         .build()
         .map_err(|e| anyhow::anyhow!("HTTP client: {}", error_chain(&e)))?;
-    let model = match &cfg.model {
-        Some(m) => Some(m.clone()),
-        None => probe(&client, &cfg).await?,
-    };
-    if cfg.model.is_some() {
-        probe(&client, &cfg).await?;
-    }
+    let probed = probe(&client, &cfg).await?;
+    let model = cfg.model.clone().or(probed);
     let model_name = model.clone();
     let model: Option<Arc<str>> = model.map(Into::into);
     let offsets = arrival_offsets(cfg.prompts.len(), cfg.request_rate, cfg.seed);
