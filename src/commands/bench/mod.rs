@@ -3,9 +3,14 @@
 //! * `runtime bench [-p N] [-n N]` — one sequence, like llama-bench (`single`).
 //! * `runtime bench offline` — many requests through the continuous-batching engine,
 //!   like llama-batched-bench / vLLM's offline benchmark (`offline`).
+//! * `runtime bench serve --url U` — load on an OpenAI-compatible server, like vLLM's
+//!   `benchmark_serving.py` (`serve`, metrics in `serve_metrics`, SSE parsing in `sse`).
 
 mod offline;
+mod serve;
+mod serve_metrics;
 mod single;
+mod sse;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -23,11 +28,14 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Many prompts at once through the engine: total, prefill and decode tok/s, TTFT/TPOT.
     Offline(offline::OfflineArgs),
+    /// Streaming requests to an OpenAI-compatible server (Poisson arrivals): TTFT, TPOT, ITL, E2EL.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         Some(BenchCommand::Offline(o)) => offline::run(o),
+        Some(BenchCommand::Serve(s)) => serve::run(s),
         None => single::run(a.single),
     }
 }
