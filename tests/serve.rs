@@ -483,16 +483,20 @@ async fn client_errors_are_4xx_naming_the_field() {
     );
     assert_eq!(st, 413, "{answer}");
     assert_eq!(raw_body_json(&answer)["error_code"], "REQUEST_TOO_LARGE", "{answer}");
-    let chunks = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])));
-    let r = s
-        .post_req("/invocations")
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await;
-    if let Ok(r) = r {
-        Answer::of(r).await.expect_error(413, "REQUEST_TOO_LARGE");
+    let mut chunked = Vec::new();
+    for _ in 0..9 {
+        chunked.extend_from_slice(b"2000\r\n");
+        chunked.extend_from_slice(&[b' '; 0x2000]);
+        chunked.extend_from_slice(b"\r\n");
     }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (st, answer) = raw_http(
+        s.port,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &chunked,
+    );
+    assert_eq!(st, 413, "{answer}");
+    assert!(raw_body_json(&answer)["error"].is_object(), "{answer}");
 
     // 415: content types other than JSON and CSV on the scoring routes.
     let m =
@@ -774,6 +778,18 @@ async fn management_create_update_delete() {
     if let Some(first_new) = seen.iter().position(|n| n == "new") {
         assert!(seen[first_new..].iter().all(|n| n == "new"), "{seen:?}");
     }
+
+    // An update to an entity that cannot load fails and the old config keeps serving.
+    let bad = json!({"served_entities": [{"name": "broken", "entity_name": "/nonexistent/model/dir"}]});
+    let a = s.put("/api/2.0/serving-endpoints/mgmt/config", &bad).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let j = wait_endpoint(&s, "mgmt", "UPDATE_FAILED", |j| j["state"]["config_update"] != "IN_PROGRESS").await;
+    assert_eq!(j["state"]["config_update"], "UPDATE_FAILED", "{j}");
+    assert!(j["state"]["config_update_message"].as_str().is_some_and(|m| m.contains("broken")), "{j}");
+    assert_eq!(j["config"]["served_entities"][0]["name"], "new", "{j}");
+    let a = s.post("/serving-endpoints/mgmt/invocations", &q).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.header("served-model-name"), Some("new"));
 
     // Delete: queries 404, GET 404, list without it.
     let a = s.delete("/api/2.0/serving-endpoints/mgmt").await;
