@@ -76,6 +76,10 @@ impl EngineCore {
             }
             if self.scheduler.has_unfinished() {
                 self.step();
+            } else {
+                // Aborts (and refused adds) change the queues without a step: publish
+                // them before blocking, or the gauges stay stale while idle.
+                self.publish();
             }
         }
     }
