@@ -98,6 +98,13 @@ pub async fn serve(
         });
     }
     let mut graceful = rx.clone();
+    // TCP_NODELAY: SSE chunks are small writes right after the headers; with Nagle they
+    // wait for the client's delayed ACK (~40 ms) instead of leaving at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app::router(state.clone()))
         .with_graceful_shutdown(async move {
             let _ = graceful.wait_for(|d| *d).await;

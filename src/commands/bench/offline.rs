@@ -74,7 +74,10 @@ pub fn run(a: OfflineArgs) -> Result<()> {
     }
     // Defaults: every request in flight runs in one batch, with cache for all of them,
     // and a 2048-token step budget (like llama-batched-bench's default batch).
-    let kv_default = concurrency * (a.input_len + a.output_len) * cfg.kv_bytes_per_token() * 9 / 8;
+    // Whole blocks per sequence (a sequence never shares its last, partial block), + 1/8.
+    let bs = keel_runtime::kv_cache::BLOCK_SIZE;
+    let blocks_per_seq = (a.input_len + a.output_len).div_ceil(bs);
+    let kv_default = (concurrency * blocks_per_seq * 9).div_ceil(8) * bs * cfg.kv_bytes_per_token();
     let defaults = EngineConfig {
         max_num_seqs: concurrency,
         max_num_batched_tokens: 2048,
