@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side CPU benchmark: keel's `runtime bench` vs llama.cpp's llama-bench and
-# llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16), same
+# llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16), same
 # thread count, same sitting. Prints both in one table.
 #
 #   benches/compare_llamacpp.sh [--threads N] [--reps R] [--quick]
 #
 # llama.cpp is built once from the PyPI source package `llama-cpp-python` (its
 # `vendor/llama.cpp`, cmake Release, native) into $KEEL_HOME/llama.cpp-<version>/; the
-# Q8_0 and F16 models are made from the Q4_1 GGUF with llama-quantize --allow-requantize.
+# Q8_0, F16 and BF16 models are made from the Q4_1 GGUF with llama-quantize --allow-requantize.
 # Needs cmake and a C++ compiler (Debian: cmake g++).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ cargo build --release --quiet
 RT=target/release/runtime
 Q41=$($RT pull smollm2)
 MODELS=$KEEL_HOME/models/smollm2
-for q in Q8_0 F16; do
+for q in Q8_0 F16 BF16; do
   f=$MODELS/smollm2-$q.gguf
   [ -f "$f" ] || "$BIN/llama-quantize" --allow-requantize "$Q41" "$f" "$q" >/dev/null 2>&1
 done
@@ -60,7 +60,7 @@ lbb() { # llama-batched-bench 32 x (128 in, 128 out): decode t/s (S_TG)
 }
 
 printf '%-6s | %-22s | %-22s | %-26s\n' model "pp512 keel/llama (x)" "tg128 keel/llama (x)" "32-seq decode keel/llama (x)"
-for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf"; do
+for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf" "BF16:$MODELS/smollm2-BF16.gguf"; do
   name=${spec%%:*} m=${spec#*:}
   kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" --json)
   kpp=$(echo "$kb" | json prefill_tokens_per_s) ktg=$(echo "$kb" | json decode_tokens_per_s)

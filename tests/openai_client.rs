@@ -53,7 +53,11 @@ fn official_openai_python_client_works() {
     let (_server, url) = start("sk-keel-test");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/openai_client_check.py");
     for model in ["default", "llama_gqa_tied"] {
-        let out = Command::new(&python).arg(&script).args([url.as_str(), model, "sk-keel-test"]).output().expect("python runs");
+        let out = Command::new(&python)
+            .arg(&script)
+            .args([url.as_str(), model, "sk-keel-test"])
+            .output()
+            .expect("python runs");
         assert!(
             out.status.success(),
             "openai client against model {model}:\n{}\n{}",

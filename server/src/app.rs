@@ -179,7 +179,9 @@ async fn models(State(st): State<Shared>) -> Response {
         data.push(json!({"id": ep.name, "object": "model", "created": 0, "owned_by": "keel"}));
         for e in ep.active().entities.iter() {
             if e.name() != ep.name {
-                data.push(json!({"id": e.name(), "object": "model", "created": 0, "owned_by": "keel", "parent": ep.name}));
+                data.push(
+                    json!({"id": e.name(), "object": "model", "created": 0, "owned_by": "keel", "parent": ep.name}),
+                );
             }
         }
     }

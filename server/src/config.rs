@@ -242,8 +242,9 @@ impl EndpointConfig {
                     "required when an endpoint serves more than one entity",
                 ));
             }
-            self.traffic_config =
-                Some(TrafficConfig { routes: vec![Route { served_entity_name: names[0].to_string(), traffic_percentage: 100 }] });
+            self.traffic_config = Some(TrafficConfig {
+                routes: vec![Route { served_entity_name: names[0].to_string(), traffic_percentage: 100 }],
+            });
         }
         let routes = &self.traffic_config.as_ref().map(|t| t.routes.clone()).unwrap_or_default();
         if routes.is_empty() {
@@ -294,7 +295,8 @@ impl EndpointConfig {
 fn default_entity_name(entity: &str, version: Option<&str>) -> String {
     let base = entity.trim_end_matches('/').rsplit(['/', '\\', ':', '@']).next().unwrap_or(entity);
     let base = base.strip_suffix(".gguf").unwrap_or(base);
-    let mut s: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let mut s: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     if let Some(v) = version {
         s.push('-');
         s.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }));
@@ -326,7 +328,10 @@ mod tests {
 
     fn routes(r: &[(&str, u32)]) -> Option<TrafficConfig> {
         Some(TrafficConfig {
-            routes: r.iter().map(|(n, p)| Route { served_entity_name: n.to_string(), traffic_percentage: *p }).collect(),
+            routes: r
+                .iter()
+                .map(|(n, p)| Route { served_entity_name: n.to_string(), traffic_percentage: *p })
+                .collect(),
         })
     }
 

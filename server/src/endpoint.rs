@@ -179,7 +179,10 @@ impl Endpoint {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "RESOURCE_CONFLICT",
-                    format!("endpoint {:?} is already being updated; retry when config_update is NOT_UPDATING", self.name),
+                    format!(
+                        "endpoint {:?} is already being updated; retry when config_update is NOT_UPDATING",
+                        self.name
+                    ),
                 ));
             }
             *u = ConfigUpdate::InProgress;
@@ -322,7 +325,10 @@ impl Endpoints {
 
     /// Every entity of every endpoint's active config.
     pub fn entities(&self) -> Vec<(Arc<Endpoint>, Arc<ServedEntity>)> {
-        self.all().into_iter().flat_map(|ep| ep.active().entities.clone().into_iter().map(move |e| (ep.clone(), e))).collect()
+        self.all()
+            .into_iter()
+            .flat_map(|ep| ep.active().entities.clone().into_iter().map(move |e| (ep.clone(), e)))
+            .collect()
     }
 }
 

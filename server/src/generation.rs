@@ -182,7 +182,9 @@ impl Shape {
                         "logprobs": lp,
                         "finish_reason": c.finish_reason,
                     }),
-                    Kind::Completion => json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.finish_reason}),
+                    Kind::Completion => {
+                        json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.finish_reason})
+                    }
                 }
             })
             .collect();
@@ -205,10 +207,13 @@ impl Shape {
     fn delta(&self, index: usize, text: &str, lp: Value, finish: Option<&str>, first: bool) -> Value {
         match self.kind {
             Kind::Chat => {
-                let delta = if first { json!({"role": "assistant", "content": text}) } else { json!({"content": text}) };
+                let delta =
+                    if first { json!({"role": "assistant", "content": text}) } else { json!({"content": text}) };
                 self.chunk(json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}))
             }
-            Kind::Completion => self.chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": finish})),
+            Kind::Completion => {
+                self.chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": finish}))
+            }
         }
     }
 }

@@ -9,10 +9,10 @@
 
 use crate::error::ApiError;
 use keel_runtime::chat_template::ChatMessage;
+use keel_runtime::config::ModelConfig;
 use keel_runtime::engine::GenerationRequest;
 use keel_runtime::sampling::SamplingParams;
 use keel_runtime::tokenizer::Tokenizer;
-use keel_runtime::config::ModelConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -175,7 +175,11 @@ fn text_of_content(i: usize, content: &Option<Value>) -> Result<String, ApiError
 fn prompts_of(v: &Value, field: &str, tok: &Tokenizer) -> Result<Vec<Vec<u32>>, ApiError> {
     let ids = |arr: &[Value], f: String| -> Result<Vec<u32>, ApiError> {
         arr.iter()
-            .map(|x| x.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| ApiError::invalid(f.clone(), "token ids must be non-negative integers")))
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| ApiError::invalid(f.clone(), "token ids must be non-negative integers"))
+            })
             .collect()
     };
     let encode = |s: &str| tok.encode(s, true).map_err(|e| ApiError::invalid(field, e));
@@ -224,7 +228,8 @@ impl LlmRequest {
 
     /// Validates every field and tokenizes; `kind` is what the route serves.
     pub fn prepare(&self, kind: Kind, tok: &Tokenizer, cfg: &ModelConfig) -> Result<Prepared, ApiError> {
-        let unsupported = |field: &str, what: &str| Err(ApiError::invalid(field, format!("{what} is not supported by keel")));
+        let unsupported =
+            |field: &str, what: &str| Err(ApiError::invalid(field, format!("{what} is not supported by keel")));
         if self.presence_penalty.is_some_and(|p| p != 0.0) {
             return unsupported("presence_penalty", "a non-zero presence_penalty (use repetition_penalty)");
         }
@@ -256,9 +261,9 @@ impl LlmRequest {
                     }
                     chat.push(ChatMessage::new(m.role.clone(), text_of_content(i, &m.content)?));
                 }
-                let template = tok
-                    .chat_template()
-                    .ok_or_else(|| ApiError::invalid("messages", "this model has no chat template; use /v1/completions"))?;
+                let template = tok.chat_template().ok_or_else(|| {
+                    ApiError::invalid("messages", "this model has no chat template; use /v1/completions")
+                })?;
                 let text = template.render(&chat, true).map_err(|e| ApiError::invalid("messages", e))?;
                 let ids = tok.encode(&text, false).map_err(|e| ApiError::invalid("messages", e))?;
                 vec![ids]
@@ -276,7 +281,10 @@ impl LlmRequest {
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let field = if kind == Kind::Chat { "messages" } else { "prompt" };
         if longest >= ctx {
-            return Err(ApiError::invalid(field, format!("the prompt has {longest} tokens; the context window is {ctx}")));
+            return Err(ApiError::invalid(
+                field,
+                format!("the prompt has {longest} tokens; the context window is {ctx}"),
+            ));
         }
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(m), _) => ("max_completion_tokens", Some(m)),
@@ -300,7 +308,11 @@ impl LlmRequest {
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|s| s.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid("stop", "must be a string or a list of strings")))
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ApiError::invalid("stop", "must be a string or a list of strings"))
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(ApiError::invalid("stop", "must be a string or a list of strings")),
         };

@@ -82,7 +82,10 @@ pub async fn serve_llm(
     }
     let entity = match entity.or_else(|| ep.active().route()) {
         Some(e) => e,
-        None => return shape_err(ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name))).into_response(),
+        None => {
+            return shape_err(ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)))
+                .into_response()
+        }
     };
     let routed = Routed::of(&ep, &entity);
     let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {

@@ -149,8 +149,8 @@ pub fn run(a: ServeArgs, version: &str) -> Result<()> {
     set_threads(a.threads)?;
     let endpoints = match &a.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| UsageError(format!("--config {}: {e}", path.display())))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| UsageError(format!("--config {}: {e}", path.display())))?;
             ServeFile::parse(&text).map_err(|e| UsageError(format!("--config {}: {e}", path.display())))?.endpoints
         }
         None => vec![default_endpoint(&a)],
