@@ -10,10 +10,9 @@
 use crate::app::{Shared, User};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
-use crate::generation::{self, GenCtx};
+use crate::generation;
 use crate::llm_request::{parse_body, Kind, LlmRequest};
-use crate::metrics::EntityLabels;
-use crate::openai::{body_bytes, resolve, serve_llm};
+use crate::openai::{admit, body_bytes, refuse, resolve, serve_llm, Admitted};
 use crate::scoring::{self, BodyFormat, ScoringError, ScoringInput};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -137,31 +136,16 @@ async fn score(st: &Shared, user: &str, ep: Arc<Endpoint>, input: ScoringInput) 
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = st.check_accepting().and_then(|_| ep.check_rate(user)) {
-        return e.into_response();
-    }
-    let Some(entity) = ep.active().route() else {
-        return ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)).into_response();
-    };
-    let routed = crate::app::Routed::of(&ep, &entity);
-    let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return routed.mark(e.into_response()),
-        Err(_) => return routed.mark(ApiError::timeout(st.request_timeout.as_secs()).into_response()),
+    let Admitted { routed, lease, ctx } = match admit(st, user, &ep, None, arrived).await {
+        Ok(a) => a,
+        Err(r) => return refuse(r, false),
     };
     let prepared = match req.prepare(Kind::Completion, lease.handle.tokenizer(), lease.handle.model_config()) {
         Ok(p) => p,
-        Err(e) => return routed.mark(e.into_response()),
+        Err(e) => return refuse((e, Some(routed)), false),
     };
-    let ctx = GenCtx {
-        metrics: st.metrics.clone(),
-        labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
-        timeout: st.request_timeout,
-        arrived,
-    };
-    let r = match generation::predictions(&lease, &prepared, &ctx).await {
-        Ok(preds) => Json(json!({ "predictions": preds })).into_response(),
-        Err(e) => e.into_response(),
-    };
-    routed.mark(r)
+    match generation::predictions(&lease, &prepared, &ctx).await {
+        Ok(preds) => routed.mark(Json(json!({ "predictions": preds })).into_response()),
+        Err(e) => refuse((e, Some(routed)), false),
+    }
 }

@@ -7,7 +7,7 @@
 
 use crate::app::{Routed, Shared, User};
 use crate::endpoint::Endpoint;
-use crate::entity::ServedEntity;
+use crate::entity::{Lease, ServedEntity};
 use crate::error::ApiError;
 use crate::generation::{self, GenCtx, Shape};
 use crate::llm_request::{parse_body, Kind, LlmRequest};
@@ -63,8 +63,59 @@ pub fn resolve(st: &Shared, model: Option<&str>) -> Result<(Arc<Endpoint>, Optio
     }
 }
 
+/// A request admitted to an entity: where it went, the lease holding its place, and the
+/// context its generation records into.
+pub struct Admitted {
+    pub routed: Routed,
+    pub lease: Lease,
+    pub ctx: GenCtx,
+}
+
+/// A refusal: the error, and the routing once an entity was chosen (so the response
+/// carries `served-model-name` and is counted under that entity).
+pub type Refusal = (ApiError, Option<Routed>);
+
+/// The response for a refusal, in OpenAI's error shape when `openai`.
+pub fn refuse((e, routed): Refusal, openai: bool) -> Response {
+    let r = if openai { e.openai() } else { e }.into_response();
+    match routed {
+        Some(x) => x.mark(r),
+        None => r,
+    }
+}
+
+/// Admission shared by every generation route: not draining, within the endpoint's rate
+/// limits, an entity (the given one, else the traffic split's pick), and a lease on it
+/// within the request timeout. `arrived` starts the request's latency clock.
+pub async fn admit(
+    st: &Shared,
+    user: &str,
+    ep: &Endpoint,
+    entity: Option<Arc<ServedEntity>>,
+    arrived: Instant,
+) -> Result<Admitted, Refusal> {
+    st.check_accepting().and_then(|_| ep.check_rate(user)).map_err(|e| (e, None))?;
+    let entity = entity
+        .or_else(|| ep.active().route())
+        .ok_or_else(|| (ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)), None))?;
+    let routed = Routed::of(ep, &entity);
+    let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return Err((e, Some(routed))),
+        Err(_) => return Err((ApiError::timeout(st.request_timeout.as_secs()), Some(routed))),
+    };
+    let ctx = GenCtx {
+        metrics: st.metrics.clone(),
+        labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
+        timeout: st.request_timeout,
+        arrived,
+    };
+    Ok(Admitted { routed, lease, ctx })
+}
+
 /// Serves one LLM request on `ep` (or the given entity of it). Errors come back with the
 /// routing already attached, so they carry `served-model-name` once an entity is known.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_llm(
     st: &Shared,
     user: &str,
@@ -75,48 +126,25 @@ pub async fn serve_llm(
     model_name: String,
     openai_errors: bool,
 ) -> Response {
-    let arrived = Instant::now();
-    let shape_err = |e: ApiError| if openai_errors { e.openai() } else { e };
-    if let Err(e) = st.check_accepting().and_then(|_| ep.check_rate(user)) {
-        return shape_err(e).into_response();
-    }
-    let entity = match entity.or_else(|| ep.active().route()) {
-        Some(e) => e,
-        None => {
-            return shape_err(ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)))
-                .into_response()
-        }
-    };
-    let routed = Routed::of(&ep, &entity);
-    let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return routed.mark(shape_err(e).into_response()),
-        Err(_) => return routed.mark(shape_err(ApiError::timeout(st.request_timeout.as_secs())).into_response()),
+    let Admitted { routed, lease, ctx } = match admit(st, user, &ep, entity, Instant::now()).await {
+        Ok(a) => a,
+        Err(r) => return refuse(r, openai_errors),
     };
     let tok = lease.handle.tokenizer().clone();
     let prepared = match req.prepare(kind, &tok, lease.handle.model_config()) {
         Ok(p) => p,
-        Err(e) => return routed.mark(shape_err(e).into_response()),
-    };
-    let ctx = GenCtx {
-        metrics: st.metrics.clone(),
-        labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
-        timeout: st.request_timeout,
-        arrived,
+        Err(e) => return refuse((e, Some(routed)), openai_errors),
     };
     let shape = Shape::new(kind, model_name, prepared.logprobs, tok);
-    let r = if prepared.stream {
-        match generation::stream_response(lease, &prepared, shape, ctx) {
-            Ok(s) => Sse::new(s).into_response(),
-            Err(e) => shape_err(e).into_response(),
-        }
+    let result = if prepared.stream {
+        generation::stream_response(lease, &prepared, shape, ctx).map(|s| Sse::new(s).into_response())
     } else {
-        match generation::run_to_end(&lease, &prepared, &ctx).await {
-            Ok(choices) => Json(shape.full(&choices, prepared.n)).into_response(),
-            Err(e) => shape_err(e).into_response(),
-        }
+        generation::run_to_end(&lease, &prepared, &ctx).await.map(|c| Json(shape.full(&c, prepared.n)).into_response())
     };
-    routed.mark(r)
+    match result {
+        Ok(r) => routed.mark(r),
+        Err(e) => refuse((e, Some(routed)), openai_errors),
+    }
 }
 
 async fn openai_route(st: Shared, user: User, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
