@@ -2,40 +2,11 @@
 //! streaming, models and a 400 (tools/openai_client_check.py does the talking).
 //! Needs KEEL_OPENAI_PYTHON (a python with `openai`; tools/test.sh installs one).
 
-use std::io::{BufRead, BufReader};
+mod serve_common;
+
+use serve_common::Server;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `runtime serve` on the tiny fixture; returns it and its base URL.
-fn start(api_keys: &str) -> (Server, String) {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/llama_gqa_tied");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(["serve", "--port", "0", "--model", model.to_str().expect("utf8")])
-        .env("KEEL_API_KEYS", api_keys)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runtime serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines.next().expect("server printed its address").expect("utf8 stderr");
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.trim().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), url)
-}
+use std::process::Command;
 
 #[test]
 fn official_openai_python_client_works() {
@@ -50,12 +21,12 @@ fn official_openai_python_client_works() {
             return;
         }
     };
-    let (_server, url) = start("sk-keel-test");
+    let server = Server::spawn_with_env(&[], &[("KEEL_API_KEYS", "sk-keel-test")]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/openai_client_check.py");
     for model in ["default", "llama_gqa_tied"] {
         let out = Command::new(&python)
             .arg(&script)
-            .args([url.as_str(), model, "sk-keel-test"])
+            .args([server.base.as_str(), model, "sk-keel-test"])
             .output()
             .expect("python runs");
         assert!(

@@ -7,21 +7,12 @@
 //! (KEEL_LOAD_CONNECTIONS, default 1000; KEEL_LOAD_SECS, default 30; KEEL_LOAD_MODEL,
 //! default the tiny fixture). It prints the figures the closing note reports.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod serve_common;
+
+use serve_common::Server;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -37,33 +28,16 @@ fn rss_bytes(pid: u32) -> u64 {
 fn thousand_connections_stay_bounded() {
     let conns = env_or("KEEL_LOAD_CONNECTIONS", 1000) as usize;
     let secs = env_or("KEEL_LOAD_SECS", 30);
-    let model = std::env::var("KEEL_LOAD_MODEL").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/llama_gqa_tied").display().to_string()
-    });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(["serve", "--port", "0", "--model", &model])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runtime serve starts");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let url = loop {
-        let line = lines.next().expect("address line").expect("utf8");
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let _server = Server(child);
+    let model = std::env::var("KEEL_LOAD_MODEL").unwrap_or_else(|_| serve_common::tiny_str());
+    // The server's default thread count (one per CPU), as a user would run it.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    let server = Server::spawn(&["--model", &model, "--threads", &threads]);
+    let (pid, url) = (server.pid(), server.base.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
+        server.wait_ready().await;
         let probe = reqwest::Client::new();
-        let t = Instant::now();
-        while probe.get(format!("{url}/health/ready")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(t.elapsed() < Duration::from_secs(60), "server never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let rss_start = rss_bytes(pid);
         let counts: Arc<[AtomicU64; 6]> = Arc::new(Default::default()); // 2xx, 429, 503, other, errors, tokens
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -42,11 +42,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// `runtime serve --port 0 ARGS` (plus `--model tiny` unless `--config` is given),
+    /// `runtime serve --port 0 ARGS` (plus `--model tiny` unless `--config` or `--model`
+    /// is given, and `--threads 1` unless `--threads` is),
     /// with `env` set; returns once the port is bound (not yet ready).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_runtime"));
-        cmd.arg("serve").args(["--port", "0", "--threads", "1"]);
+        cmd.arg("serve").args(["--port", "0"]);
+        if !args.contains(&"--threads") {
+            cmd.args(["--threads", "1"]);
+        }
         if !args.contains(&"--config") && !args.contains(&"--model") {
             cmd.args(["--model", &tiny_str()]);
         }
