@@ -100,12 +100,7 @@ mod tests {
             (RegistryError::NotFound("x".into()), "RESOURCE_DOES_NOT_EXIST", 404, true),
             (RegistryError::AlreadyExists("x".into()), "RESOURCE_ALREADY_EXISTS", 409, true),
             (RegistryError::Db("x".into()), "INTERNAL_ERROR", 500, false),
-            (
-                RegistryError::io("/a", std::io::Error::new(std::io::ErrorKind::Other, "boom")),
-                "INTERNAL_ERROR",
-                500,
-                false,
-            ),
+            (RegistryError::io("/a", std::io::Error::other("boom")), "INTERNAL_ERROR", 500, false),
         ];
         for (e, code, status, user) in cases {
             assert_eq!(e.error_code(), code, "{e}");

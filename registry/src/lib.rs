@@ -10,8 +10,8 @@
 
 mod aliases;
 mod error;
-pub mod filter;
-pub mod manifest;
+mod filter;
+mod manifest;
 mod mlmodel;
 mod models;
 mod rows;

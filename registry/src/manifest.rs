@@ -41,6 +41,7 @@ impl Manifest {
         Manifest { entries }
     }
 
+    #[cfg(test)]
     pub fn entries(&self) -> &[ManifestEntry] {
         &self.entries
     }
