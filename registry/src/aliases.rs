@@ -18,8 +18,8 @@ impl Registry {
         validate::alias(alias)?;
         let version = validate::version(name, version)?;
         self.write(|tx| {
-            rows::require_version(tx, name, version)?;
-            upsert_alias(tx, rows::model_id(tx, name)?, alias, version)
+            let id = rows::require_version(tx, name, version)?;
+            upsert_alias(tx, id, alias, version)
         })
     }
 

@@ -44,9 +44,9 @@ pub fn model_id(conn: &Connection, name: &str) -> Result<i64> {
     live_model_id(conn, name)?.ok_or_else(|| model_not_found(name))
 }
 
-/// `NotFound` unless `name` has a live version `version`.
-pub fn require_version(conn: &Connection, name: &str, version: i64) -> Result<()> {
-    model_id(conn, name)?;
+/// The live model's id, or `NotFound` unless `name` has a live version `version`.
+pub fn require_version(conn: &Connection, name: &str, version: i64) -> Result<i64> {
+    let id = model_id(conn, name)?;
     let live: Option<i64> = conn
         .query_row(
             "SELECT 1 FROM model_versions WHERE name = ?1 AND version = ?2 AND deleted = 0",
@@ -54,7 +54,7 @@ pub fn require_version(conn: &Connection, name: &str, version: i64) -> Result<()
             |r| r.get(0),
         )
         .optional()?;
-    live.map(|_| ()).ok_or_else(|| version_not_found(name, version))
+    live.map(|_| id).ok_or_else(|| version_not_found(name, version))
 }
 
 /// The model with row id `id`, with tags, aliases and latest version.
@@ -69,10 +69,7 @@ pub fn model(conn: &Connection, id: i64) -> Result<RegisteredModel> {
     let aliases = stmt
         .query_map([id], |r| Ok((r.get::<_, String>(0)?, to_u64(r.get(1)?))))?
         .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
-    let latest: Option<i64> =
-        conn.query_row("SELECT MAX(version) FROM model_versions WHERE model_id = ?1 AND deleted = 0", [id], |r| {
-            r.get(0)
-        })?;
+    let latest = latest_version(conn, id)?;
     Ok(RegisteredModel {
         name,
         creation_timestamp,
@@ -82,6 +79,12 @@ pub fn model(conn: &Connection, id: i64) -> Result<RegisteredModel> {
         aliases,
         latest_version: latest.map(to_u64),
     })
+}
+
+/// The highest live version of the model with row id `id`.
+pub fn latest_version(conn: &Connection, id: i64) -> Result<Option<i64>> {
+    let sql = "SELECT MAX(version) FROM model_versions WHERE model_id = ?1 AND deleted = 0";
+    Ok(conn.query_row(sql, [id], |r| r.get(0))?)
 }
 
 /// Ids of all live models, by name, optionally only the one called `name`.

@@ -86,10 +86,9 @@ impl Registry {
                 validate::model_name(name)?;
                 self.read(|tx| {
                     let id = rows::model_id(tx, name)?;
-                    let latest = rows::model(tx, id)?
-                        .latest_version
+                    let latest = rows::latest_version(tx, id)?
                         .ok_or_else(|| RegistryError::NotFound(format!("registered model {name:?} has no versions")))?;
-                    rows::version(tx, &self.home, name, latest as i64)
+                    rows::version(tx, &self.home, name, latest)
                 })
             }
             ModelUri::Stage { name, stage } => {

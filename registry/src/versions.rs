@@ -156,8 +156,7 @@ impl Registry {
         validate::model_name(name)?;
         let version = validate::version(name, version)?;
         let dir = self.write(|tx| {
-            rows::require_version(tx, name, version)?;
-            let id = rows::model_id(tx, name)?;
+            let id = rows::require_version(tx, name, version)?;
             let now = now_ms();
             tx.execute(
                 "UPDATE model_versions SET deleted = 1, last_updated_timestamp = ?3 WHERE name = ?1 AND version = ?2",
