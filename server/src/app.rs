@@ -32,6 +32,9 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub version: String,
+    /// Wakes the hot-swap watcher after a registry change.
+    pub follower: crate::hot_swap::Follower,
+    pub registry: Option<Arc<keel_registry::Registry>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -45,17 +48,23 @@ pub struct User(pub String);
 pub struct Routed {
     pub endpoint: String,
     pub entity: String,
+    /// The registry version the entity serves (known once it is loaded).
+    pub model_version: Option<u64>,
 }
 
 impl Routed {
     pub fn of(ep: &Endpoint, e: &ServedEntity) -> Routed {
-        Routed { endpoint: ep.name.clone(), entity: e.name().to_string() }
+        Routed { endpoint: ep.name.clone(), entity: e.name().to_string(), model_version: e.model_version() }
     }
 
-    /// Adds `served-model-name` and the metrics extension to a response.
+    /// Adds `served-model-name` (and `served-model-version` for registry models, a keel
+    /// extension) and the metrics extension to a response.
     pub fn mark(self, mut r: Response) -> Response {
         if let Ok(v) = HeaderValue::from_str(&self.entity) {
             r.headers_mut().insert("served-model-name", v);
+        }
+        if let Some(v) = self.model_version {
+            r.headers_mut().insert("served-model-version", HeaderValue::from(v));
         }
         r.extensions_mut().insert(self);
         r
@@ -92,6 +101,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/2.0/serving-endpoints", get(management::list).post(management::create))
         .route("/api/2.0/serving-endpoints/{name}", get(management::get).delete(management::delete))
         .route("/api/2.0/serving-endpoints/{name}/config", put(management::update_config))
+        .merge(crate::mlflow::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

@@ -209,6 +209,12 @@ impl EndpointConfig {
             if e.entity_name.trim().is_empty() {
                 return Err(ApiError::invalid(format!("config.served_entities[{i}].entity_name"), "must not be empty"));
             }
+            if e.entity_name.starts_with("models:/") && e.entity_version.is_some() {
+                return Err(ApiError::invalid(
+                    format!("config.served_entities[{i}].entity_version"),
+                    "must be absent when entity_name is a models:/ URI (the URI names the version or alias)",
+                ));
+            }
             if e.name.is_empty() {
                 e.name = default_entity_name(&e.entity_name, e.entity_version.as_deref());
             }
@@ -293,6 +299,10 @@ impl EndpointConfig {
 /// Databricks names an unnamed entity `<model>-<version>`; keel keeps the last path
 /// component of paths and URIs so names stay valid.
 fn default_entity_name(entity: &str, version: Option<&str>) -> String {
+    // `models:/m@champion` → `m-champion`, `models:/m/3` → `m-3`.
+    if let Some(uri) = entity.strip_prefix("models:/") {
+        return default_entity_name(&uri.replace(['@', '/'], "-"), version);
+    }
     let base = entity.trim_end_matches('/').rsplit(['/', '\\', ':', '@']).next().unwrap_or(entity);
     let base = base.strip_suffix(".gguf").unwrap_or(base);
     let mut s: String =
@@ -324,6 +334,19 @@ mod tests {
             workload_size: None,
             workload_type: None,
         }
+    }
+
+    #[test]
+    fn registry_uris_get_readable_default_names_and_no_second_version() {
+        assert_eq!(default_entity_name("models:/summarizer@champion", None), "summarizer-champion");
+        assert_eq!(default_entity_name("models:/main.ml.summarizer/3", None), "main-ml-summarizer-3");
+        assert_eq!(default_entity_name("summarizer", Some("champion")), "summarizer-champion");
+        let mut e = entity("");
+        e.entity_name = "models:/m@champion".into();
+        e.entity_version = Some("2".into());
+        let mut c = EndpointConfig { served_entities: vec![e], traffic_config: None, auto_capture_config: None };
+        let err = c.validate().unwrap_err();
+        assert!(err.message.contains("served_entities[0].entity_version"), "{}", err.message);
     }
 
     fn routes(r: &[(&str, u32)]) -> Option<TrafficConfig> {

@@ -10,7 +10,7 @@
 //! cycle of 100, so every split holds over any window of requests.
 
 use crate::config::{EndpointConfig, EndpointSpec, RateLimitKey};
-use crate::entity::{ModelLoader, ServedEntity};
+use crate::entity::{ModelLoader, ResolvedModel, ServedEntity};
 use crate::error::ApiError;
 use crate::rate_limit::RateLimiter;
 use axum::http::StatusCode;
@@ -103,6 +103,9 @@ pub struct Endpoint {
     limiters: Vec<(RateLimitKey, u32, RateLimiter)>,
     created_ms: u64,
     updated_ms: Mutex<u64>,
+    /// Hot-swap targets that failed to load, by entity name: not retried until the
+    /// declaration resolves to something else.
+    failed_swaps: Mutex<BTreeMap<String, ResolvedModel>>,
 }
 
 fn now_ms() -> u64 {
@@ -134,6 +137,7 @@ impl Endpoint {
             limiters,
             created_ms: now,
             updated_ms: Mutex::new(now),
+            failed_swaps: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -230,6 +234,56 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Marks a hot swap in progress (shown as `config_update: IN_PROGRESS`); false when
+    /// a config update or another swap is already running.
+    pub(crate) fn begin_swap(&self) -> bool {
+        let mut u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        if *u == ConfigUpdate::InProgress {
+            return false;
+        }
+        *u = ConfigUpdate::InProgress;
+        true
+    }
+
+    /// Ends a hot swap begun with [`Endpoint::begin_swap`]: on success the active config
+    /// keeps its declaration but serves `replacements` (entity index → new entity); on
+    /// failure the old entities keep serving and the message is shown.
+    pub(crate) fn finish_swap(&self, outcome: Result<Vec<(usize, Arc<ServedEntity>)>, String>) {
+        let state = match outcome {
+            Ok(replacements) => {
+                let old = self.active();
+                let mut entities = old.entities.clone();
+                for (i, e) in replacements {
+                    entities[i] = e;
+                }
+                let version = old.version + 1;
+                *self.active.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(ActiveConfig::new(old.config.clone(), entities, version));
+                *self.update_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                ConfigUpdate::NotUpdating
+            }
+            Err(m) => {
+                *self.update_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                ConfigUpdate::UpdateFailed
+            }
+        };
+        *self.updated_ms.lock().unwrap_or_else(|p| p.into_inner()) = now_ms();
+        *self.update.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Whether a swap of `entity` to `target` already failed (so it is not retried).
+    pub(crate) fn swap_failed(&self, entity: &str, target: &ResolvedModel) -> bool {
+        self.failed_swaps.lock().unwrap_or_else(|p| p.into_inner()).get(entity) == Some(target)
+    }
+
+    pub(crate) fn record_swap_failure(&self, entity: &str, target: Option<ResolvedModel>) {
+        let mut f = self.failed_swaps.lock().unwrap_or_else(|p| p.into_inner());
+        match target {
+            Some(t) => f.insert(entity.to_string(), t),
+            None => f.remove(entity),
+        };
+    }
+
     /// The endpoint as `GET /api/2.0/serving-endpoints/{name}` shows it.
     pub fn to_json(&self) -> Value {
         let spec = self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -246,6 +300,9 @@ impl Endpoint {
                 v["state"] = state;
                 if let Some(n) = e.model_name() {
                     v["model_name"] = Value::String(n);
+                }
+                if let Some(version) = e.model_version() {
+                    v["resolved_version"] = json!(version.to_string());
                 }
                 v
             })

@@ -7,17 +7,70 @@
 //! waits; while `Failed` it gets 503 naming the cause. Invariant: an engine is only shut
 //! down with no request holding a permit, and a request holds a permit from admission to
 //! its last event, so scale to zero never cuts a stream.
+//!
+//! What an entity serves is found in two steps: [`ModelSource::resolve`] turns the
+//! declaration (`entity_name`, `entity_version`: a registry version, alias, `latest`,
+//! a path) into a concrete [`ResolvedModel`], then [`ModelSource::load`] loads it. An
+//! entity created for a hot swap is *pinned* to a resolution made beforehand, so the
+//! version its first load gets is the one the swap decided on.
 
 use crate::config::ServedEntitySpec;
 use crate::error::ApiError;
 use keel_runtime::engine::{Engine, EngineConfig, EngineHandle};
 use keel_runtime::loader::LoadedModel;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Loads what a served entity names (registry URI, path, known model name).
-pub type ModelLoader = Arc<dyn Fn(&ServedEntitySpec) -> Result<LoadedModel, String> + Send + Sync>;
+/// The concrete model a served entity's declaration names at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// Registry model name, or the declared name for models outside the registry.
+    pub model_name: String,
+    /// Registry version, when the model comes from the registry.
+    pub version: Option<u64>,
+    /// What to load.
+    pub path: PathBuf,
+    /// The declaration can point elsewhere later (an alias, `latest`): the server
+    /// re-resolves it and hot-swaps when the target moves.
+    pub floating: bool,
+}
+
+impl ResolvedModel {
+    /// `name v3`, or the name alone outside the registry (for logs and messages).
+    pub fn label(&self) -> String {
+        match self.version {
+            Some(v) => format!("{} v{v}", self.model_name),
+            None => self.model_name.clone(),
+        }
+    }
+}
+
+/// Where served entities' models come from (the registry, paths, known models).
+pub trait ModelSource: Send + Sync {
+    /// What the declaration names now. Cheap (a registry lookup); called again and
+    /// again for floating declarations.
+    fn resolve(&self, spec: &ServedEntitySpec) -> Result<ResolvedModel, String>;
+    /// Loads a resolved model (verifying registry checksums).
+    fn load(&self, model: &ResolvedModel) -> Result<LoadedModel, String>;
+}
+
+/// A source with no models (every resolution fails): for tests and model-less servers.
+pub struct NoModels;
+
+impl ModelSource for NoModels {
+    fn resolve(&self, spec: &ServedEntitySpec) -> Result<ResolvedModel, String> {
+        Err(format!("no model source configured for {:?}", spec.entity_name))
+    }
+
+    fn load(&self, m: &ResolvedModel) -> Result<LoadedModel, String> {
+        Err(format!("no model source configured for {}", m.label()))
+    }
+}
+
+/// The model source shared by every entity of a server.
+pub type ModelLoader = Arc<dyn ModelSource>;
 
 enum Slot {
     Unloaded { scaled_to_zero: bool },
@@ -57,6 +110,11 @@ pub struct ServedEntity {
     engine_config: EngineConfig,
     /// The model's display name once loaded (for `/v1/models`).
     model_name: Mutex<Option<String>>,
+    /// The resolution the first load uses instead of resolving the declaration (hot
+    /// swaps); later loads (after scale to zero) resolve afresh.
+    pinned: Mutex<Option<ResolvedModel>>,
+    /// What the entity loaded last (kept while scaled to zero).
+    resolved: Mutex<Option<ResolvedModel>>,
 }
 
 /// A request's right to use an entity: an engine handle plus a concurrency permit,
@@ -75,6 +133,25 @@ impl Drop for Lease {
 
 impl ServedEntity {
     pub fn new(spec: ServedEntitySpec, loader: ModelLoader, engine_config: EngineConfig) -> Arc<ServedEntity> {
+        Self::build(spec, loader, engine_config, None)
+    }
+
+    /// An entity that loads `model` (already resolved from `spec`) instead of resolving.
+    pub fn pinned(
+        spec: ServedEntitySpec,
+        loader: ModelLoader,
+        engine_config: EngineConfig,
+        model: ResolvedModel,
+    ) -> Arc<ServedEntity> {
+        Self::build(spec, loader, engine_config, Some(model))
+    }
+
+    fn build(
+        spec: ServedEntitySpec,
+        loader: ModelLoader,
+        engine_config: EngineConfig,
+        pinned: Option<ResolvedModel>,
+    ) -> Arc<ServedEntity> {
         Arc::new(ServedEntity {
             permits: Arc::new(Semaphore::new(spec.max_concurrency)),
             spec,
@@ -84,7 +161,28 @@ impl ServedEntity {
             loader,
             engine_config,
             model_name: Mutex::new(None),
+            pinned: Mutex::new(pinned),
+            resolved: Mutex::new(None),
         })
+    }
+
+    /// What the entity loaded (None before its first load).
+    pub fn resolved(&self) -> Option<ResolvedModel> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The registry version it serves, if any.
+    pub fn model_version(&self) -> Option<u64> {
+        self.resolved().and_then(|r| r.version)
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        self.engine_config.clone()
+    }
+
+    /// The model source (for re-resolving floating declarations).
+    pub fn source(&self) -> &ModelLoader {
+        &self.loader
     }
 
     pub fn name(&self) -> &str {
@@ -152,16 +250,28 @@ impl ServedEntity {
 
     fn load(&self) {
         let t = Instant::now();
-        let result = (self.loader)(&self.spec).and_then(|lm| {
+        let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let resolved = match pinned {
+            Some(m) => Ok(m),
+            None => self.loader.resolve(&self.spec),
+        };
+        let result = resolved.and_then(|r| {
+            let lm = self.loader.load(&r)?;
             let name = lm.name.clone();
             Engine::start(lm.model, Arc::new(lm.tokenizer), self.engine_config.clone())
-                .map(|e| (e, name))
+                .map(|e| (e, name, r))
                 .map_err(|e| e.to_string())
         });
         let new = match result {
-            Ok((engine, name)) => {
-                tracing::info!("entity {}: loaded {} in {:.2}s", self.spec.name, name, t.elapsed().as_secs_f64());
+            Ok((engine, name, r)) => {
+                tracing::info!(
+                    "entity {}: loaded {} ({name}) in {:.2}s",
+                    self.spec.name,
+                    r.label(),
+                    t.elapsed().as_secs_f64()
+                );
                 *self.model_name.lock().unwrap_or_else(|p| p.into_inner()) = Some(name);
+                *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                 Slot::Ready(Arc::new(engine))
             }
             Err(m) => {
@@ -253,6 +363,8 @@ impl Drop for ServedEntity {
     fn drop(&mut self) {
         if let Slot::Ready(e) = &*self.slot() {
             e.handle.shutdown();
+            let what = self.resolved().map(|r| r.label()).unwrap_or_default();
+            tracing::info!("entity {}: {what} unloaded", self.spec.name);
         }
     }
 }

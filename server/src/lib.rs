@@ -13,10 +13,13 @@ pub mod endpoint;
 pub mod entity;
 pub mod error;
 pub mod generation;
+pub mod hot_swap;
 pub mod invocations;
 pub mod llm_request;
 pub mod management;
 pub mod metrics;
+pub mod mlflow;
+pub mod model_info;
 pub mod openai;
 pub mod rate_limit;
 pub mod scoring;
@@ -41,6 +44,10 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     pub drain_timeout: Duration,
     pub version: String,
+    /// How often floating references (aliases, `latest`) are re-resolved for hot swap.
+    pub follow_interval: Duration,
+    /// The model registry behind `/api/2.0/mlflow/` (503 there when absent).
+    pub registry: Option<Arc<keel_registry::Registry>>,
 }
 
 /// Builds the state: validates and creates every endpoint (loading starts now).
@@ -57,6 +64,8 @@ pub fn build_state(opts: &ServeOptions) -> Result<Arc<AppState>, error::ApiError
         request_timeout: opts.request_timeout,
         max_body_bytes: opts.max_body_bytes,
         version: opts.version.clone(),
+        follower: hot_swap::Follower::default(),
+        registry: opts.registry.clone(),
     }))
 }
 
@@ -87,6 +96,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let state = build_state(&opts).map_err(|e| e.message)?;
     spawn_scale_to_zero(state.clone());
+    state.follower.spawn(state.endpoints.clone(), opts.follow_interval);
     let (tx, rx) = tokio::sync::watch::channel(false);
     {
         let state = state.clone();

@@ -189,10 +189,8 @@ mod tests {
         let usage = keel_runtime::engine::Usage { prompt_tokens: 7, completion_tokens: 3, ..Default::default() };
         m.record_finish(&l, Duration::from_millis(30), &usage);
         m.record_ttft(&l, Duration::from_millis(5));
-        let endpoints = crate::endpoint::Endpoints::new(
-            std::sync::Arc::new(|_: &crate::config::ServedEntitySpec| Err("no".to_string())),
-            Default::default(),
-        );
+        let endpoints =
+            crate::endpoint::Endpoints::new(std::sync::Arc::new(crate::entity::NoModels), Default::default());
         let text = m.render(&endpoints);
         assert!(text.contains(r#"keel_requests_total{endpoint="default",entity="tiny",status="200"} 2"#), "{text}");
         assert!(text.contains(r#"keel_prompt_tokens_total{endpoint="default",entity="tiny"} 7"#), "{text}");

@@ -98,12 +98,14 @@ pub async fn admit(
     let entity = entity
         .or_else(|| ep.active().route())
         .ok_or_else(|| (ApiError::unavailable(format!("endpoint {:?} routes no traffic", ep.name)), None))?;
-    let routed = Routed::of(ep, &entity);
+    let mut routed = Routed::of(ep, &entity);
     let lease = match tokio::time::timeout(st.request_timeout, entity.lease()).await {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => return Err((e, Some(routed))),
         Err(_) => return Err((ApiError::timeout(st.request_timeout.as_secs()), Some(routed))),
     };
+    // Loaded now: the version is known (a load on demand may have resolved it just now).
+    routed.model_version = entity.model_version();
     let ctx = GenCtx {
         metrics: st.metrics.clone(),
         labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Model: a path (.gguf file, directory) or a known name; default: smollm2.
+    /// Model: models:/name@alias, models:/name/N, a path (.gguf file, directory) or a known name; default: smollm2.
     #[arg(long)]
     model: Option<String>,
     /// Prompt text.

@@ -4,9 +4,10 @@ pub mod bench;
 pub mod engine_args;
 pub mod generate;
 pub mod pull;
+pub mod registry;
 pub mod serve;
 
-use crate::model_store::{self, BadModelArg};
+use crate::model_store::BadModelArg;
 use anyhow::{Context, Result};
 use keel_runtime::loader::LoadedModel;
 
@@ -15,6 +16,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<BadModelArg>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
             return 2;
+        }
+        if let Some(re) = cause.downcast_ref::<keel_registry::RegistryError>() {
+            return if re.is_user_error() { 2 } else { 1 };
         }
         if let Some(re) = cause.downcast_ref::<keel_runtime::Error>() {
             return if re.is_user_error() { 2 } else { 1 };
@@ -33,7 +37,7 @@ pub struct UsageError(pub String);
 
 /// Resolves `--model` (pulling the default model if needed) and loads it.
 pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
-    let path = model_store::resolve(arg)?;
+    let path = crate::model_ref::resolve_verified(arg)?;
     let t = std::time::Instant::now();
     let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
     tracing::info!(

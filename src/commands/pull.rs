@@ -1,4 +1,5 @@
-//! `runtime pull [NAME] [--force]`: fetch a known model into `$KEEL_HOME/models/`.
+//! `runtime pull [NAME] [--force]`: fetch a known model into `$KEEL_HOME/models/` and
+//! register it (`smollm2` → `models:/smollm2-135m-instruct@champion`).
 
 use super::UsageError;
 use crate::model_store::{self, KNOWN_MODELS};
@@ -21,6 +22,7 @@ pub fn run(a: PullArgs) -> Result<()> {
         UsageError(format!("unknown model {:?}; known models: {}", a.name, names.join(", ")))
     })?;
     let path = model_store::pull(m, a.force)?;
+    crate::model_ref::register_known(m, &path)?;
     println!("{}", path.display());
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use super::engine_args::EngineArgs;
 use super::{parse_bytes, set_threads, UsageError};
+use crate::model_ref::{open_registry, RegistrySource};
 use crate::model_store;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -17,7 +18,6 @@ use keel_server::config::{
     EndpointConfig, EndpointSpec, RateLimitKey, RateLimitSpec, ServeFile, ServedEntitySpec, DEFAULT_MAX_CONCURRENCY,
     DEFAULT_SCALE_TO_ZERO_IDLE_S,
 };
-use keel_server::entity::ModelLoader;
 use keel_server::ServeOptions;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Model of the `default` endpoint (path, known name); default: smollm2.
+    /// Model of the `default` endpoint (models:/name@alias, models:/name/N, path, known name); default: smollm2.
     #[arg(long, conflicts_with = "config")]
     model: Option<String>,
     /// TOML file declaring endpoints (`[[endpoints]]`, Databricks fields).
@@ -64,22 +64,13 @@ pub struct ServeArgs {
     /// Kernel threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Seconds between checks of registry aliases served by reference (`models:/m@champion`):
+    /// when one moves, the endpoint hot-swaps to the new version. Changes made through this
+    /// server's registry REST API are followed at once.
+    #[arg(long, default_value_t = 2.0)]
+    alias_poll: f64,
     #[command(flatten)]
     engine: EngineArgs,
-}
-
-/// Loads what a served entity names, through the model store.
-fn loader() -> ModelLoader {
-    Arc::new(|spec: &ServedEntitySpec| {
-        if let Some(v) = &spec.entity_version {
-            return Err(format!(
-                "entity_version {v:?}: versions need the model registry, which this build does not have yet; \
-                 name a path or a known model in entity_name"
-            ));
-        }
-        let path = model_store::resolve(Some(&spec.entity_name)).map_err(|e| format!("{e:#}"))?;
-        keel_runtime::loader::load(&path).map_err(|e| format!("loading {}: {e}", path.display()))
-    })
 }
 
 fn default_endpoint(a: &ServeArgs) -> EndpointSpec {
@@ -160,15 +151,21 @@ pub fn run(a: ServeArgs, version: &str) -> Result<()> {
         return Err(UsageError("--request-timeout must be at least 1 second".into()).into());
     }
     let engine_config = a.engine.resolve(EngineConfig::default())?;
+    if !(a.alias_poll.is_finite() && a.alias_poll >= 0.05) {
+        return Err(UsageError("--alias-poll must be at least 0.05 seconds".into()).into());
+    }
+    let registry = Arc::new(open_registry()?);
     let opts = ServeOptions {
         endpoints,
-        loader: loader(),
+        loader: Arc::new(RegistrySource { registry: registry.clone() }),
         engine_config,
         keys: Arc::new(keys),
         request_timeout: Duration::from_secs(a.request_timeout),
         max_body_bytes: a.max_body,
         drain_timeout: Duration::from_secs(a.drain_timeout),
         version: version.to_string(),
+        follow_interval: Duration::from_secs_f64(a.alias_poll),
+        registry: Some(registry),
     };
     // Validate the declarations before binding, so mistakes exit 2 at once.
     for spec in &opts.endpoints {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct OfflineArgs {
-    /// Model: a path or a known name; default: smollm2.
+    /// Model: models:/name@alias, models:/name/N, a path or a known name; default: smollm2.
     #[arg(long)]
     model: Option<String>,
     #[arg(long, default_value_t = 32)]

@@ -22,7 +22,7 @@ const PREFILL_CHUNK: usize = 512;
 
 #[derive(Args)]
 pub struct SingleArgs {
-    /// Model: a path or a known name; default: smollm2.
+    /// Model: models:/name@alias, models:/name/N, a path or a known name; default: smollm2.
     #[arg(long)]
     model: Option<String>,
     /// Prompt tokens for the prefill test (0 = skip).
