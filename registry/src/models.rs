@@ -72,7 +72,7 @@ impl Registry {
             }
             Ok(out)
         })?;
-        Page::cut(all, max_results, page_token)
+        Page::cut(all, max_results, crate::types::MAX_RESULTS_LIMIT, page_token)
     }
 
     /// Soft-deletes the model, its versions, aliases and tags; removes the artifacts.

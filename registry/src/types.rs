@@ -90,17 +90,21 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
-/// Largest `max_results` a search accepts.
+/// Largest `max_results` a registered-model search accepts (MLflow's limit).
 pub const MAX_RESULTS_LIMIT: usize = 1000;
+
+/// Largest `max_results` a model-version search accepts (MLflow's limit; its client asks
+/// for 10 000 by default).
+pub const MAX_VERSION_RESULTS_LIMIT: usize = 200_000;
 
 impl<T> Page<T> {
     /// Cuts one page out of the full, ordered result list. The token is the base-10 offset
     /// of the next item; results shift if the registry changes between calls (as in MLflow's
     /// offset tokens).
-    pub(crate) fn cut(all: Vec<T>, max_results: usize, page_token: Option<&str>) -> Result<Page<T>> {
-        if max_results == 0 || max_results > MAX_RESULTS_LIMIT {
+    pub(crate) fn cut(all: Vec<T>, max_results: usize, limit: usize, page_token: Option<&str>) -> Result<Page<T>> {
+        if max_results == 0 || max_results > limit {
             return Err(RegistryError::InvalidParameter(format!(
-                "max_results must be between 1 and {MAX_RESULTS_LIMIT}, got {max_results}"
+                "max_results must be between 1 and {limit}, got {max_results}"
             )));
         }
         let offset = match page_token {
@@ -127,7 +131,7 @@ mod tests {
         let mut token: Option<String> = None;
         let mut pages = 0;
         loop {
-            let page = Page::cut(all.clone(), 3, token.as_deref()).unwrap();
+            let page = Page::cut(all.clone(), 3, MAX_RESULTS_LIMIT, token.as_deref()).unwrap();
             assert!(page.items.len() <= 3);
             seen.extend(page.items);
             pages += 1;
@@ -142,20 +146,21 @@ mod tests {
 
     #[test]
     fn exact_fit_has_no_next_token() {
-        let page = Page::cut(vec![1, 2, 3], 3, None).unwrap();
+        let page = Page::cut(vec![1, 2, 3], 3, MAX_RESULTS_LIMIT, None).unwrap();
         assert_eq!(page, Page { items: vec![1, 2, 3], next_page_token: None });
-        let page = Page::cut(vec![1, 2, 3], 2, Some("")).unwrap();
+        let page = Page::cut(vec![1, 2, 3], 2, MAX_RESULTS_LIMIT, Some("")).unwrap();
         assert_eq!(page.next_page_token.as_deref(), Some("2"));
-        let past = Page::cut(vec![1, 2, 3], 2, Some("10")).unwrap();
+        let past = Page::cut(vec![1, 2, 3], 2, MAX_RESULTS_LIMIT, Some("10")).unwrap();
         assert_eq!(past, Page { items: vec![], next_page_token: None });
     }
 
     #[test]
     fn bad_arguments_are_invalid_parameter() {
         for (max, token) in [(0, None), (1001, None), (10, Some("abc")), (10, Some("-1")), (10, Some("1.5"))] {
-            let err = Page::cut(vec![1], max, token).unwrap_err();
+            let err = Page::cut(vec![1], max, MAX_RESULTS_LIMIT, token).unwrap_err();
             assert!(matches!(err, RegistryError::InvalidParameter(_)), "{max} {token:?}: {err}");
         }
-        assert!(Page::cut(vec![1], 1000, None).is_ok());
+        assert!(Page::cut(vec![1], 1000, MAX_RESULTS_LIMIT, None).is_ok());
+        assert!(Page::cut(vec![1], 10_000, MAX_VERSION_RESULTS_LIMIT, None).is_ok());
     }
 }

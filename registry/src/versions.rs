@@ -147,7 +147,7 @@ impl Registry {
             let candidates = rows::versions_where(tx, self.home(), "?1 IS NULL OR name = ?1", [filter.exact_name()])?;
             Ok(candidates.into_iter().filter(|v| filter.matches(v)).collect::<Vec<_>>())
         })?;
-        Page::cut(all, max_results, page_token)
+        Page::cut(all, max_results, crate::types::MAX_VERSION_RESULTS_LIMIT, page_token)
     }
 
     /// Soft-deletes a version; its aliases go and its artifacts are removed. Its number is
