@@ -193,3 +193,58 @@ async fn a_version_that_fails_to_load_leaves_the_old_one_serving() {
     assert_eq!(a.headers.get("served-model-version").and_then(|v| v.to_str().ok()), Some("1"));
     assert_eq!(s.get_text("/health/ready").await.0, 200, "still ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_configs_name_versions_aliases_and_latest() {
+    let home = scratch("registry-home-config");
+    std::fs::create_dir_all(&home).unwrap();
+    let tied = fixture("llama_gqa_tied");
+    registry(&home, &["register", "--name", "m", "--path", tied.to_str().unwrap(), "--alias", "champion"]);
+    registry(&home, &["register", "--name", "m", "--path", tied.to_str().unwrap()]);
+    let home_s = home.to_str().unwrap().to_string();
+    let s = Server::spawn_with_env(&[], &[("KEEL_HOME", home_s.as_str())]);
+    s.wait_ready().await;
+    let entity = |name: &str, version: &str| json!({"name": name, "entity_name": "m", "entity_version": version});
+    let body = json!({
+        "name": "reg",
+        "config": {
+            "served_entities": [entity("pinned", "1"), entity("alias", "champion"), entity("newest", "latest")],
+            "traffic_config": {"routes": [
+                {"served_entity_name": "pinned", "traffic_percentage": 34},
+                {"served_entity_name": "alias", "traffic_percentage": 33},
+                {"served_entity_name": "newest", "traffic_percentage": 33}
+            ]}
+        }
+    });
+    let a = s.post("/api/2.0/serving-endpoints", &body).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..6 {
+        let a = s.post("/v1/completions", &json!({"model": "reg", "prompt": "hi", "max_tokens": 2})).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let h = |k: &str| a.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        seen.insert(h("served-model-name"), h("served-model-version"));
+    }
+    let expected: std::collections::BTreeMap<String, String> = [("alias", "1"), ("newest", "2"), ("pinned", "1")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // A missing alias or version fails that endpoint's creation visibly, not the server.
+    let bad = json!({"name": "bad", "config": {"served_entities": [entity("x", "nope")]}});
+    let a = s.post("/api/2.0/serving-endpoints", &bad).await;
+    assert_eq!(a.status, 200, "created; the load fails in the background: {}", a.text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, ep) = s.get_json("/api/2.0/serving-endpoints/bad").await;
+        let e = &ep["config"]["served_entities"][0]["state"];
+        if e["deployment"] == "DEPLOYMENT_FAILED" {
+            let msg = e["deployment_state_message"].as_str().unwrap_or_default();
+            assert!(msg.contains("nope"), "the missing alias is named: {msg}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "entity with a missing alias fails: {ep}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
