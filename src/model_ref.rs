@@ -91,15 +91,21 @@ fn with_registry<T>(reg: Option<&Registry>, f: impl FnOnce(&Registry) -> Result<
     }
 }
 
+/// Resolves `arg` and, for registry models, verifies the files' checksums.
+pub fn resolve_verified_target(arg: Option<&str>) -> Result<Target> {
+    let target = resolve(arg, None)?;
+    if let Target::Registry { uri, version } = &target {
+        open_registry()?.verify(version).map_err(|e| anyhow::anyhow!("{uri}: {e}"))?;
+    }
+    Ok(target)
+}
+
 /// Resolves `arg` and, for registry models, verifies the files' checksums: the path to load.
 pub fn resolve_verified(arg: Option<&str>) -> Result<PathBuf> {
-    match resolve(arg, None)? {
-        Target::Path(p) => Ok(p),
-        Target::Registry { uri, version } => {
-            open_registry()?.verify(&version).map_err(|e| anyhow::anyhow!("{uri}: {e}"))?;
-            Ok(version.model_path)
-        }
-    }
+    Ok(match resolve_verified_target(arg)? {
+        Target::Path(p) => p,
+        Target::Registry { version, .. } => version.model_path,
+    })
 }
 
 /// The alias a known model's first registration gets.

@@ -103,6 +103,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/2.0/serving-endpoints/{name}/config", put(management::update_config))
         .merge(crate::mlflow::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), record_status))
@@ -143,6 +144,20 @@ async fn record_status(State(st): State<Shared>, req: Request, next: Next) -> Re
     };
     st.metrics.record_status(ep, entity, r.status().as_u16());
     r
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{} is not allowed on {path}", req.method()),
+    );
+    if path.starts_with("/v1/") {
+        e.openai().into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 async fn not_found(req: Request) -> Response {

@@ -104,7 +104,7 @@ impl Params {
     }
 
     fn max_results(&self) -> Result<usize, ApiError> {
-        let bad = || ApiError::invalid("max_results", "must be an integer from 1 to 1000");
+        let bad = || ApiError::invalid("max_results", "must be a positive integer");
         match self.0.get("max_results") {
             None | Some(Value::Null) => Ok(DEFAULT_MAX_RESULTS),
             Some(Value::String(s)) => s.trim().parse().map_err(|_| bad()),
@@ -310,6 +310,9 @@ async fn latest_versions(State(st): State<Shared>, q: Q, body: B) -> Response {
 async fn create_version(State(st): State<Shared>, q: Q, body: B) -> Response {
     call(&st, q, body, true, |reg, p| {
         let name = p.str("name")?;
+        // As MLflow's REST API: the registered model must exist (its client's
+        // `register_model` creates it first; `runtime registry register` does both).
+        reg.get_model(&name)?;
         let source = PathBuf::from(p.str("source")?);
         let info = model_info::describe(&source).map_err(|m| ApiError::invalid("source", m))?;
         let v = reg.create_version(

@@ -7,6 +7,7 @@ pub mod pull;
 pub mod registry;
 pub mod serve;
 
+use crate::model_ref::Target;
 use crate::model_store::BadModelArg;
 use anyhow::{Context, Result};
 use keel_runtime::loader::LoadedModel;
@@ -37,9 +38,18 @@ pub struct UsageError(pub String);
 
 /// Resolves `--model` (pulling the default model if needed) and loads it.
 pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
-    let path = crate::model_ref::resolve_verified(arg)?;
+    let (path, registered_name) = match crate::model_ref::resolve_verified_target(arg)? {
+        Target::Path(p) => (p, None),
+        Target::Registry { version, .. } => {
+            (version.model_path, Some(version.info.display_name).filter(|n| !n.is_empty()))
+        }
+    };
     let t = std::time::Instant::now();
-    let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    let mut loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    // The stored copy's file name says nothing (`model/`): keep the name registered.
+    if let Some(n) = registered_name {
+        loaded.name = n;
+    }
     tracing::info!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
         loaded.name,

@@ -187,6 +187,23 @@ impl Server {
         Answer::of(self.auth(self.client.delete(self.url(path))).send().await.expect("DELETE sent")).await
     }
 
+    /// DELETE with a JSON body → full answer.
+    pub async fn delete_json(&self, path: &str, body: &Value) -> Answer {
+        Answer::of(self.auth(self.client.delete(self.url(path))).json(body).send().await.expect("DELETE sent")).await
+    }
+
+    /// PATCH JSON → full answer.
+    pub async fn patch(&self, path: &str, body: &Value) -> Answer {
+        Answer::of(self.auth(self.client.patch(self.url(path))).json(body).send().await.expect("PATCH sent")).await
+    }
+
+    /// GET with URL-encoded query parameters → full answer.
+    pub async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> Answer {
+        let mut url = reqwest::Url::parse(&self.url(path)).expect("URL");
+        url.query_pairs_mut().extend_pairs(query);
+        Answer::of(self.auth(self.client.get(url)).send().await.expect("GET sent")).await
+    }
+
     /// POST a streaming request and read the whole SSE body.
     pub async fn post_sse(&self, path: &str, body: &Value) -> Sse {
         let a = self.post(path, body).await;
