@@ -11,6 +11,8 @@
 //! input — bad input is a [`StatsError`]; everything is deterministic.
 
 mod error;
+pub mod profile_stats;
 pub mod stats;
+pub mod text_metrics;
 
 pub use error::{Result, StatsError};

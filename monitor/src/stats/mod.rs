@@ -35,3 +35,5 @@ pub use kolmogorov::kstwo_sf;
 pub use ks::{ks_2samp, ks_2samp_with_method, KsMethod, KsResult, KS_MAX_EXACT_N};
 pub use special::{chi2_sf, gamma_q, ln_gamma};
 pub use wasserstein::wasserstein_distance;
+
+pub(crate) use input::check_finite;

@@ -6,8 +6,6 @@
 //! matters when quantiles become bin edges and values equal to an edge must fall on the
 //! same side as in numpy. Cost: O(1) per quantile on sorted input.
 
-use crate::error::{Result, StatsError};
-
 /// The q-quantile of `sorted` (ascending, finite, non-empty — callers guarantee it),
 /// for q ∈ [0, 1].
 pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
@@ -31,15 +29,6 @@ pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
-/// Checks that every requested level is a number in [0, 1].
-#[allow(dead_code)] // used by profile_stats (next step)
-pub(crate) fn check_levels(levels: &[f64]) -> Result<()> {
-    match levels.iter().find(|q| !(0.0..=1.0).contains(*q)) {
-        Some(q) => Err(StatsError::InvalidArgument(format!("quantile level {q} is outside [0, 1]"))),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,12 +42,5 @@ mod tests {
         assert_eq!(quantile_sorted(&x, 0.25), 1.75);
         assert_eq!(quantile_sorted(&x, 0.9), 6.800_000_000_000_001); // numpy: 6.800000000000001
         assert_eq!(quantile_sorted(&[5.0], 0.3), 5.0);
-    }
-
-    #[test]
-    fn levels_outside_unit_interval_are_rejected() {
-        assert!(check_levels(&[0.0, 0.5, 1.0]).is_ok());
-        assert!(check_levels(&[1.5]).is_err());
-        assert!(check_levels(&[f64::NAN]).is_err());
     }
 }
