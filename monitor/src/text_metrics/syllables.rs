@@ -359,6 +359,23 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_strings_never_panic() {
+        // A deterministic walk over awkward characters: apostrophes, q/u/y, combining marks,
+        // non-Latin letters, digits and symbols, in every short combination.
+        let alphabet: Vec<char> = "aeiouyqgnlrtsx'’\u{301}é日9-_".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 9) as usize;
+            let word: String =
+                (0..len).map(|i| alphabet[((state >> (i * 5)) % alphabet.len() as u64) as usize]).collect();
+            assert!(count_word_syllables(&word) >= 1, "{word:?}");
+        }
+    }
+
+    #[test]
     fn numbers_symbols_and_foreign_letters_count_at_least_one() {
         assert_eq!(count_word_syllables("42"), 1);
         assert_eq!(count_word_syllables("—"), 1);
