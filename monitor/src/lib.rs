@@ -1,0 +1,18 @@
+//! keel's monitoring (SPEC.md §6): the statistics behind Lakehouse-Monitoring-style
+//! profile and drift metrics, and the per-request text metrics that are profiled.
+//!
+//! - [`stats`]: two-sample tests and distribution distances for drift metrics, each
+//!   matching SciPy (KS, chi-squared, Wasserstein, Jensen–Shannon) or a documented
+//!   formula (PSI, TV, L∞), plus the binning that turns raw columns into count vectors.
+//! - [`profile_stats`]: per-column descriptive statistics of a profile window.
+//! - [`text_metrics`]: readability grades (textstat-compatible), counts and perplexity.
+//!
+//! Invariants: pure functions of their inputs (no I/O, no global state); no panics on any
+//! input — bad input is a [`StatsError`]; everything is deterministic.
+
+mod error;
+pub mod profile_stats;
+pub mod stats;
+pub mod text_metrics;
+
+pub use error::{Result, StatsError};
