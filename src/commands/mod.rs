@@ -1,5 +1,6 @@
 //! One module per CLI command; shared helpers for loading models and thread pools.
 
+pub mod batch;
 pub mod bench;
 pub mod engine_args;
 pub mod generate;
@@ -37,9 +38,13 @@ pub struct UsageError(pub String);
 
 /// Resolves `--model` (pulling the default model if needed) and loads it.
 pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
-    let path = crate::model_ref::resolve_verified(arg)?;
+    load_path(&crate::model_ref::resolve_verified(arg)?)
+}
+
+/// Loads the model at `path` (already resolved and verified).
+pub fn load_path(path: &std::path::Path) -> Result<LoadedModel> {
     let t = std::time::Instant::now();
-    let loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    let loaded = keel_runtime::loader::load(path).with_context(|| format!("loading model {}", path.display()))?;
     tracing::info!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
         loaded.name,
