@@ -2,7 +2,9 @@
 //! inputs written here (SPEC §5): output rows and columns, per-row errors, usage errors
 //! (exit 2), shards, resume after `kill -9`, refusal to mix arguments, directory input.
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+};
 use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -60,8 +62,7 @@ fn read_parquet(path: &Path) -> RecordBatch {
     arrow::compute::concat_batches(&schema, &batches).expect("concat")
 }
 
-const WORDS: [&str; 12] =
-    ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "one", "small", "bird"];
+const WORDS: [&str; 12] = ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "one", "small", "bird"];
 
 /// A short document that differs per row.
 fn doc(i: usize) -> String {
@@ -109,7 +110,19 @@ fn output_has_every_row_in_order_with_input_columns_and_results() {
     let m = tiny();
     let o = run(
         &d,
-        &["--input", s(&input), "--output", s(&output), "--model", &m, "--max-tokens", "8", "--id-column", "id", "--json-summary"],
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&output),
+            "--model",
+            &m,
+            "--max-tokens",
+            "8",
+            "--id-column",
+            "id",
+            "--json-summary",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let j = summary(&o);
@@ -167,11 +180,14 @@ fn bad_rows_get_an_error_and_the_job_goes_on() {
         Some(b"a small bird".as_slice()),
     ]);
     let id: Int64Array = (0..6).collect();
-    let batch =
-        RecordBatch::try_from_iter([("id", Arc::new(id) as ArrayRef), ("text", Arc::new(text) as ArrayRef)]).expect("batch");
+    let batch = RecordBatch::try_from_iter([("id", Arc::new(id) as ArrayRef), ("text", Arc::new(text) as ArrayRef)])
+        .expect("batch");
     write_parquet(&input, &batch);
     let m = tiny();
-    let o = run(&d, &["--input", s(&input), "--output", s(&output), "--model", &m, "--max-tokens", "6", "--id-column", "id"]);
+    let o = run(
+        &d,
+        &["--input", s(&input), "--output", s(&output), "--model", &m, "--max-tokens", "6", "--id-column", "id"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = read_parquet(&output);
     assert_eq!(ids(&out), (0..6).collect::<Vec<i64>>());
@@ -242,7 +258,10 @@ fn three_shards_together_equal_the_unsharded_output() {
     for k in 1..=3 {
         let out = d.join(format!("shard-{k}.parquet"));
         let shard = format!("{k}/3");
-        let o = run(&d, &["--input", s(&input), "--output", s(&out), "--model", &m, "--max-tokens", "10", "--shard", &shard]);
+        let o = run(
+            &d,
+            &["--input", s(&input), "--output", s(&out), "--model", &m, "--max-tokens", "10", "--shard", &shard],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         let b = read_parquet(&out);
         let got = ids(&b);
@@ -366,7 +385,10 @@ fn template_file_sees_text_and_other_columns() {
     let tpl = d.join("t.j2");
     std::fs::write(&tpl, "Score {{ score }}. Document {{ id }}: {{ text }}").expect("template");
     let out = d.join("out.parquet");
-    let o = run(&d, &["--input", s(&input), "--output", s(&out), "--model", &m, "--max-tokens", "4", "--template-file", s(&tpl)]);
+    let o = run(
+        &d,
+        &["--input", s(&input), "--output", s(&out), "--model", &m, "--max-tokens", "4", "--template-file", s(&tpl)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let b = read_parquet(&out);
     assert_eq!(col(&b, "error").null_count(), 4);
@@ -375,4 +397,28 @@ fn template_file_sees_text_and_other_columns() {
     let o = run(&d, &["--input", s(&input), "--output", s(&out), "--model", &m, "--template-file", s(&bad)]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("titel"), "{}", stderr(&o));
+}
+
+#[test]
+fn registry_model_rows_carry_its_name_and_version() {
+    let d = scratch("registry");
+    let input = d.join("in.parquet");
+    write_parquet(&input, &docs(0, 3));
+    let reg = Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["registry", "register", "--name", "tiny-summarizer", "--path", &tiny()])
+        .env("KEEL_HOME", &d)
+        .output()
+        .expect("runtime registry runs");
+    assert!(reg.status.success(), "{}", stderr(&reg));
+    let out = d.join("out.parquet");
+    let o = run(
+        &d,
+        &["--input", s(&input), "--output", s(&out), "--model", "models:/tiny-summarizer/1", "--max-tokens", "4"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = read_parquet(&out);
+    let (name, version) = (col(&b, "model_name").as_string::<i32>(), col(&b, "model_version").as_string::<i32>());
+    for i in 0..3 {
+        assert_eq!((name.value(i), version.value(i)), ("tiny-summarizer", "1"));
+    }
 }

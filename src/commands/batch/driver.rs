@@ -103,7 +103,9 @@ impl State<'_> {
     fn row_name(&self, index: u64) -> String {
         let global = self.job.shard.global_of(index);
         match (self.job.id_index, self.locate(index)) {
-            (Some(i), Some((b, row))) => format!("row {global} ({} = {})", b.batch.schema().field(i).name(), value_at(b.batch.column(i), row)),
+            (Some(i), Some((b, row))) => {
+                format!("row {global} ({} = {})", b.batch.schema().field(i).name(), value_at(b.batch.column(i), row))
+            }
             _ => format!("row {global}"),
         }
     }
@@ -271,7 +273,11 @@ pub fn run(job: &Job<'_>, mut reader: ShardReader<'_>, parts: &mut Parts, progre
                 }
                 match reader.next_batch()? {
                     Some((first, batch)) => {
-                        anyhow::ensure!(first == s.pending_end(), "internal: input batch at {first}, expected {}", s.pending_end());
+                        anyhow::ensure!(
+                            first == s.pending_end(),
+                            "internal: input batch at {first}, expected {}",
+                            s.pending_end()
+                        );
                         let text = normalize_text(batch.column(text_index))?;
                         s.pending.push_back(InputBatch { first, batch, text });
                     }
@@ -285,7 +291,8 @@ pub fn run(job: &Job<'_>, mut reader: ShardReader<'_>, parts: &mut Parts, progre
             progressed = true;
         }
         progressed |= s.poll(progress);
-        let all_done = reader_done && s.next_submit >= s.pending_end() && s.in_flight.is_empty() && s.results.is_empty();
+        let all_done =
+            reader_done && s.next_submit >= s.pending_end() && s.in_flight.is_empty() && s.results.is_empty();
         if all_done || s.ready.len() >= job.part_rows || (!s.ready.is_empty() && s.last_part.elapsed() >= PART_EVERY) {
             s.write_part(parts)?;
         }

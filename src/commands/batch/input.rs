@@ -141,7 +141,8 @@ impl InputSet {
                 Some(_) => {}
             }
             let m = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mtime_ns = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+            let mtime_ns =
+                m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
             let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
             files.push(InputFile { path, size: m.len(), mtime_ns, rows });
         }

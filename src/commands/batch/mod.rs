@@ -100,7 +100,9 @@ impl ModelChoice {
     fn resolve(arg: Option<&str>) -> Result<ModelChoice> {
         Ok(match model_ref::resolve(arg, None)? {
             Target::Path(p) => ModelChoice { path: p, registry: None },
-            Target::Registry { version, .. } => ModelChoice { path: version.model_path.clone(), registry: Some(version) },
+            Target::Registry { version, .. } => {
+                ModelChoice { path: version.model_path.clone(), registry: Some(version) }
+            }
         })
     }
 
@@ -119,8 +121,7 @@ fn check_args(a: &BatchArgs) -> Result<()> {
     if a.part_rows == 0 {
         return Err(UsageError("--part-rows must be at least 1".into()).into());
     }
-    SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ..SamplingParams::default() }
-        .validate()?;
+    SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ..SamplingParams::default() }.validate()?;
     set_threads(a.threads)?;
     Ok(())
 }
@@ -195,7 +196,10 @@ pub fn run(a: BatchArgs) -> Result<()> {
         .into());
     }
     if resumed > 0 {
-        eprintln!("batch: resuming after {resumed} of {shard_rows} rows (from {})", parts::parts_dir(&a.output).display());
+        eprintln!(
+            "batch: resuming after {resumed} of {shard_rows} rows (from {})",
+            parts::parts_dir(&a.output).display()
+        );
     }
 
     let mut identity = ModelIdentity { name: String::new(), version: None };
@@ -203,7 +207,9 @@ pub fn run(a: BatchArgs) -> Result<()> {
     let mut progress = None;
     if resumed < shard_rows {
         if let Some(v) = &model.registry {
-            model_ref::open_registry()?.verify(v).map_err(|e| anyhow::anyhow!("models:/{}/{}: {e}", v.name, v.version))?;
+            model_ref::open_registry()?
+                .verify(v)
+                .map_err(|e| anyhow::anyhow!("models:/{}/{}: {e}", v.name, v.version))?;
         }
         let tl = Instant::now();
         let loaded = load_path(&model.path)?;

@@ -54,7 +54,17 @@ impl Manifest {
         temperature: f32,
         seed: u64,
     ) -> Manifest {
-        Manifest { format: FORMAT, inputs, column: column.into(), template, model, shard, max_tokens, temperature, seed }
+        Manifest {
+            format: FORMAT,
+            inputs,
+            column: column.into(),
+            template,
+            model,
+            shard,
+            max_tokens,
+            temperature,
+            seed,
+        }
     }
 
     /// `field: parts have X, this run has Y` for each field that differs.
@@ -256,7 +266,16 @@ mod tests {
     use super::*;
 
     fn manifest(max_tokens: usize) -> Manifest {
-        Manifest::new(vec![], "text", serde_json::json!("summarize"), serde_json::json!({"name": "m"}), "1/1".into(), max_tokens, 0.0, 0)
+        Manifest::new(
+            vec![],
+            "text",
+            serde_json::json!("summarize"),
+            serde_json::json!({"name": "m"}),
+            "1/1".into(),
+            max_tokens,
+            0.0,
+            0,
+        )
     }
 
     #[test]

@@ -221,8 +221,9 @@ impl PromptBuilder {
         let doc: &str = match cell(text.as_ref(), row) {
             Cell::Null => return Err(format!("column {col} is null")),
             Cell::Str(s) => s,
-            Cell::Bytes(b) => std::str::from_utf8(b)
-                .map_err(|e| format!("column {col} is not valid UTF-8 (invalid bytes at offset {})", e.valid_up_to()))?,
+            Cell::Bytes(b) => std::str::from_utf8(b).map_err(|e| {
+                format!("column {col} is not valid UTF-8 (invalid bytes at offset {})", e.valid_up_to())
+            })?,
         };
         if doc.trim().is_empty() {
             return Err(format!("column {col} is empty"));
@@ -250,9 +251,8 @@ impl PromptBuilder {
         };
         match tok.chat_template() {
             Some(t) => {
-                let text = t
-                    .render(&[ChatMessage::new("user", content)], true)
-                    .map_err(|e| format!("chat template: {e}"))?;
+                let text =
+                    t.render(&[ChatMessage::new("user", content)], true).map_err(|e| format!("chat template: {e}"))?;
                 tok.encode(&text, false)
             }
             None => tok.encode(&content, true),
