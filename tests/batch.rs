@@ -101,6 +101,25 @@ fn summary(o: &Output) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"))
 }
 
+/// Polls until `parts` holds a finished part file, while `child` keeps running.
+fn wait_for_a_part(child: &mut std::process::Child, parts: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let has_part = || {
+        std::fs::read_dir(parts).ok().is_some_and(|rd| {
+            rd.filter_map(|e| e.ok()).any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("part-") && n.ends_with(".parquet")
+            })
+        })
+    };
+    while !has_part() {
+        assert!(child.try_wait().expect("wait").is_none(), "the job ended before writing a part");
+        assert!(Instant::now() < deadline, "no part after 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "the job finished before it could be killed; make it slower");
+}
+
 #[test]
 fn output_has_every_row_in_order_with_input_columns_and_results() {
     let d = scratch("basic");
@@ -297,21 +316,7 @@ fn killed_job_resumes_to_the_uninterrupted_output() {
     let a = args(&out);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut child = cmd(&d, &a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let has_part = || {
-        std::fs::read_dir(&parts).ok().is_some_and(|rd| {
-            rd.filter_map(|e| e.ok()).any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with("part-") && n.ends_with(".parquet")
-            })
-        })
-    };
-    while !has_part() {
-        assert!(child.try_wait().expect("wait").is_none(), "the job ended before writing a part");
-        assert!(Instant::now() < deadline, "no part after 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.try_wait().expect("wait").is_none(), "the job finished before it could be killed; make it slower");
+    wait_for_a_part(&mut child, &parts);
     child.kill().expect("kill -9"); // SIGKILL
     child.wait().expect("reap");
     assert!(!out.exists(), "no output before the job is done");
@@ -332,21 +337,29 @@ fn rerun_with_other_arguments_over_parts_is_refused() {
     write_parquet(&input, &docs(0, 200));
     let out = d.join("out.parquet");
     let m = tiny();
-    let base = ["--input", s(&input), "--output", s(&out), "--model", &m, "--threads", "1", "--max-num-seqs", "1"];
-    // Leave parts behind: kill the job as soon as its manifest exists.
+    let base = [
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--model",
+        &m,
+        "--threads",
+        "1",
+        "--max-num-seqs",
+        "1",
+        "--part-rows",
+        "2",
+    ];
+    // Leave parts behind: kill the job once it has written one.
     let mut child = cmd(&d, &[&base[..], &["--max-tokens", "32"]].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let manifest = d.join("out.parquet.parts/manifest.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !manifest.exists() && Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let _ = child.kill();
+    wait_for_a_part(&mut child, &d.join("out.parquet.parts"));
+    child.kill().expect("kill -9");
     child.wait().expect("reap");
-    assert!(manifest.exists(), "the job wrote no manifest");
 
     let o = run(&d, &[&base[..], &["--max-tokens", "16"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -7,7 +7,8 @@
 //! `*.tmp` debris, which the next run deletes. Parts are written in order, so they chain
 //! `0..a, a..b, ...` with no gap or overlap; a rerun with the same manifest continues at
 //! the chain's end, and a rerun whose manifest differs is refused (exit 2) naming what
-//! changed rather than mixing outputs of two configurations. Combining streams the parts,
+//! changed rather than mixing outputs of two configurations (while no part exists yet,
+//! the new manifest simply replaces the old one). Combining streams the parts,
 //! one record batch at a time, into `<output>.tmp`, renames it onto `<output>` and only
 //! then removes the parts directory: a crash while combining leaves the parts, and the
 //! rerun combines again.
@@ -39,7 +40,8 @@ pub struct Manifest {
     pub shard: String,
     pub max_tokens: usize,
     pub temperature: f32,
-    pub seed: u64,
+    /// The job seed; only sampled runs (temperature > 0) depend on it.
+    pub seed: Option<u64>,
 }
 
 impl Manifest {
@@ -54,6 +56,7 @@ impl Manifest {
         temperature: f32,
         seed: u64,
     ) -> Manifest {
+        let seed = (temperature > 0.0).then_some(seed);
         Manifest {
             format: FORMAT,
             inputs,
@@ -129,6 +132,16 @@ fn writer_props() -> WriterProperties {
         .build()
 }
 
+/// Writes `manifest.json` atomically.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST);
+    let tmp = with_suffix(&path, ".tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?).with_context(|| format!("writing {}", tmp.display()))?;
+    File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    sync_dir(dir)
+}
+
 fn parse_part_name(name: &str) -> Option<(u64, u64)> {
     let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
     let (s, e) = rest.split_once('-')?;
@@ -143,15 +156,25 @@ impl Parts {
         let mpath = dir.join(MANIFEST);
         if !dir.exists() {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let tmp = with_suffix(&mpath, ".tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &mpath).with_context(|| format!("writing {}", mpath.display()))?;
-            sync_dir(&dir)?;
+            write_manifest(&dir, manifest)?;
             return Ok(Parts { dir, parts: Vec::new() });
         }
         let delete_hint = format!("delete {} to start over", dir.display());
+        let mut parts = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            } else if let Some((start, end)) = parse_part_name(&name) {
+                parts.push(Part { start, end, path });
+            }
+        }
+        if parts.is_empty() {
+            // Nothing finished yet (e.g. the model failed to load): nothing to mix up.
+            write_manifest(&dir, manifest)?;
+            return Ok(Parts { dir, parts });
+        }
         let old: Manifest = std::fs::read(&mpath)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -164,16 +187,6 @@ impl Parts {
                 diffs.join("; ")
             ))
             .into());
-        }
-        let mut parts = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-            if name.ends_with(".tmp") {
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            } else if let Some((start, end)) = parse_part_name(&name) {
-                parts.push(Part { start, end, path });
-            }
         }
         parts.sort_by_key(|p| p.start);
         let mut next = 0;
