@@ -1,4 +1,4 @@
-//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `registry`, `serve`.
+//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `registry`, `serve`, `batch`.
 //!
 //! Exit codes (SPEC §1): 0 success, 2 bad usage or bad input (clap errors, a missing
 //! model path, an invalid parameter), 1 a runtime failure. Errors are one line on stderr.
@@ -32,6 +32,8 @@ enum Command {
     Registry(commands::registry::RegistryArgs),
     /// Serve models over HTTP: OpenAI, MLflow scoring and Databricks-style endpoints.
     Serve(commands::serve::ServeArgs),
+    /// Run every row of a Parquet file (or directory) through the model: bulk summarization.
+    Batch(commands::batch::BatchArgs),
 }
 
 fn version() -> &'static str {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Registry(a) => commands::registry::run(a),
         Command::Serve(a) => commands::serve::run(a, version()),
+        Command::Batch(a) => commands::batch::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per CLI command; shared helpers for loading models and thread pools.
 
+pub mod batch;
 pub mod bench;
 pub mod engine_args;
 pub mod generate;
@@ -44,12 +45,18 @@ pub fn load_model(arg: Option<&str>) -> Result<LoadedModel> {
             (version.model_path, Some(version.info.display_name).filter(|n| !n.is_empty()))
         }
     };
-    let t = std::time::Instant::now();
-    let mut loaded = keel_runtime::loader::load(&path).with_context(|| format!("loading model {}", path.display()))?;
+    let mut loaded = load_path(&path)?;
     // The stored copy's file name says nothing (`model/`): keep the name registered.
     if let Some(n) = registered_name {
         loaded.name = n;
     }
+    Ok(loaded)
+}
+
+/// Loads the model at `path` (already resolved and verified).
+pub fn load_path(path: &std::path::Path) -> Result<LoadedModel> {
+    let t = std::time::Instant::now();
+    let loaded = keel_runtime::loader::load(path).with_context(|| format!("loading model {}", path.display()))?;
     tracing::info!(
         "loaded {} ({}, {} layers, {:.1}M parameters) in {:.2}s",
         loaded.name,
