@@ -432,14 +432,20 @@ function toSample(series, t) {
     return eps[name];
   };
   const addBucket = (m, le, v) => m.set(le, (m.get(le) || 0) + v);
-  const s = { t, eps, cpu: null, rss: null };
+  const s = { t, eps, cpu: null, rss: null, unrouted: 0 };
   for (const { name, labels, value } of series) {
     switch (name) {
       case "keel_requests_total": {
-        if (!labels.endpoint) break; // /metrics itself, 401s, unknown routes
+        const failed = !/^2/.test(labels.status || "");
+        if (!labels.endpoint) {
+          // Answered before reaching an endpoint: /metrics and /dashboard themselves
+          // (not counted as requests), and errors such as 401, a bad body, an unknown model.
+          if (failed) s.unrouted += value;
+          break;
+        }
         const e = ep(labels);
         e.requests += value;
-        if (!/^2/.test(labels.status || "")) e.errors += value;
+        if (failed) e.errors += value;
         break;
       }
       case "keel_request_duration_seconds_bucket":
@@ -503,7 +509,7 @@ function sampleBefore(i, seconds) {
 /** Derived series for the charts: {key: [[t, value|null]...]}. */
 function derive(filter) {
   const d = {
-    req: [], err: [], p50: [], p99: [], ttft50: [], ttft99: [], gen: [], prompt: [],
+    req: [], err: [], unrouted: [], p50: [], p99: [], ttft50: [], ttft99: [], gen: [], prompt: [],
     waiting: [], running: [], inFlight: [], kvUsed: [], kvTotal: [], cpu: [], rss: [],
   };
   const aggs = history.map((s) => aggregate(s, filter));
@@ -518,12 +524,14 @@ function derive(filter) {
     d.rss.push([t, history[i].rss === null ? null : history[i].rss / 2 ** 20]);
     const j = sampleBefore(i, RATE_WINDOW_S);
     if (j === null) {
-      for (const k of ["req", "err", "gen", "prompt", "cpu"]) d[k].push([t, null]);
+      for (const k of ["req", "err", "unrouted", "gen", "prompt", "cpu"]) d[k].push([t, null]);
     } else {
       const a = aggs[j];
       const dt = (t - history[j].t) / 1000;
       d.req.push([t, increase(a.requests, b.requests) / dt]);
       d.err.push([t, increase(a.errors, b.errors) / dt]);
+      // Not attributable to an endpoint: shown only for "all endpoints".
+      d.unrouted.push([t, filter ? null : increase(history[j].unrouted, history[i].unrouted) / dt]);
       d.gen.push([t, increase(a.generated, b.generated) / dt]);
       d.prompt.push([t, increase(a.prompt, b.prompt) / dt]);
       const c0 = history[j].cpu;
@@ -574,8 +582,8 @@ async function pollMetrics() {
 //
 // A chart is an <svg> redrawn from scratch each second: x is the last 5 minutes, y starts
 // at 0 and ends at a round number above the largest value. A null value breaks the line.
-// The figure carries data-samples (points with a value, all lines) and data-max, which
-// tests and curious users can read.
+// The figure carries data-samples (points with a value, all lines) and data-max, and each
+// line's <path> its own data-max, which tests and curious users can read.
 
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 const W = 560;
@@ -623,6 +631,7 @@ function drawChart(fig, title, unit, lines) {
   lines.forEach((l, n) => {
     let d = "";
     let pen = false;
+    let lineMax = 0;
     for (const [t, v] of l.points) {
       if (t < t0 || v === null || !Number.isFinite(v)) {
         pen = false;
@@ -630,11 +639,12 @@ function drawChart(fig, title, unit, lines) {
       }
       d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
       pen = true;
+      lineMax = Math.max(lineMax, v);
     }
     if (d) {
       root.append(svg("path", {
         d, fill: "none", stroke: COLORS[n % COLORS.length], "stroke-width": 1.8,
-        "stroke-dasharray": l.dashed ? "5 4" : null, "data-series": l.label,
+        "stroke-dasharray": l.dashed ? "5 4" : null, "data-series": l.label, "data-max": lineMax,
       }));
     }
   });
@@ -657,7 +667,8 @@ function drawChart(fig, title, unit, lines) {
 
 /** The charts, in order: id, title, unit, and the derived series they draw. */
 const CHARTS = [
-  { id: "requests", title: "Requests", unit: "/s", lines: [["requests/s", "req"], ["errors/s (non-2xx)", "err"]] },
+  { id: "requests", title: "Requests", unit: "/s",
+    lines: [["requests/s", "req"], ["errors/s (non-2xx)", "err"], ["other errors/s (before routing)", "unrouted"]] },
   { id: "latency", title: "Latency (end to end)", unit: "ms", lines: [["p50", "p50"], ["p99", "p99"]] },
   { id: "ttft", title: "Time to first token", unit: "ms", lines: [["p50", "ttft50"], ["p99", "ttft99"]] },
   { id: "tokens", title: "Tokens", unit: "/s", lines: [["generated/s", "gen"], ["prompt/s", "prompt"]] },
@@ -699,7 +710,8 @@ function renderMetrics() {
   $("metrics-stats").replaceChildren(
     stat("requests/s", fmtNumber(last("req")), "stat-req"),
     stat("errors/s", fmtNumber(last("err")), "stat-err"),
-    stat("p50 / p99 latency", `${fmtMs(last("p50"))} / ${fmtMs(last("p99"))}`, "stat-latency"),
+    stat("latency p50", fmtMs(last("p50")), "stat-latency-p50"),
+    stat("latency p99", fmtMs(last("p99")), "stat-latency-p99"),
     stat("TTFT p50", fmtMs(last("ttft50")), "stat-ttft"),
     stat("tokens/s", fmtNumber(last("gen")), "stat-tokens"),
     stat("queue", fmtNumber(last("waiting")), "stat-queue"),
