@@ -1,5 +1,6 @@
 //! The `/dashboard` page end to end: the real `runtime serve` (tiny model, an API key in
-//! `KEEL_API_KEYS`) and a real headless Chromium driven by
+//! `KEEL_API_KEYS`; for the browser test one endpoint splitting traffic 80/20 between a
+//! registry model served by alias and a plain path) and a real headless Chromium driven by
 //! `tools/browser/dashboard_check.mjs` (playwright-core over the DevTools protocol):
 //! the page asks for the token, lists the endpoint and its entity, streams playground
 //! answers with token counts and timings, draws live-metrics charts with data points,
@@ -13,7 +14,7 @@
 
 mod serve_common;
 
-use serve_common::Server;
+use serve_common::{config_file, scratch, tiny_str, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +23,44 @@ const TOKEN: &str = "sk-keel-dashboard-test";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch `$KEEL_HOME` with the tiny model registered as `tiny-chat` v1, alias
+/// `champion`, and an endpoints file serving it at 80% beside the plain path at 20%.
+fn registry_and_config() -> (PathBuf, PathBuf) {
+    let home = scratch("dashboard-home");
+    std::fs::create_dir_all(&home).expect("scratch KEEL_HOME");
+    let out = Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["registry", "register", "--name", "tiny-chat", "--path", &tiny_str(), "--alias", "champion"])
+        .env("KEEL_HOME", &home)
+        .output()
+        .expect("runtime registry runs");
+    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+    let config = config_file(&format!(
+        r#"
+[[endpoints]]
+name = "default"
+rate_limits = [{{ calls = 6000, key = "user", renewal_period = "minute" }}]
+tags = [{{ key = "team", value = "playground" }}]
+[[endpoints.config.served_entities]]
+name = "champion"
+entity_name = "tiny-chat"
+entity_version = "champion"
+[[endpoints.config.served_entities]]
+name = "challenger"
+entity_name = "{}"
+max_concurrency = 8
+scale_to_zero_enabled = true
+[[endpoints.config.traffic_config.routes]]
+served_entity_name = "champion"
+traffic_percentage = 80
+[[endpoints.config.traffic_config.routes]]
+served_entity_name = "challenger"
+traffic_percentage = 20
+"#,
+        tiny_str()
+    ));
+    (home, config)
 }
 
 /// node, Chromium and playwright-core, or why not.
@@ -77,7 +116,12 @@ async fn dashboard_in_headless_chromium() {
         Ok(d) => repo().join(d),
         Err(_) => Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots"),
     };
-    let s = Server::spawn_with_env(&[], &[("KEEL_API_KEYS", TOKEN)]);
+    let (home, config) = registry_and_config();
+    let home = home.to_str().expect("utf-8 path");
+    let s = Server::spawn_with_env(
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[("KEEL_API_KEYS", TOKEN), ("KEEL_HOME", home)],
+    );
     s.wait_ready().await;
     let started = Instant::now();
     let mut child = Command::new(&node)

@@ -30,21 +30,28 @@ if ! "$mlflow_venv/bin/python" -c 'import mlflow' 2>/dev/null; then
 fi
 export KEEL_MLFLOW_PYTHON="$mlflow_venv/bin/python"
 # Headless Chromium for the dashboard test: Debian's package (playwright downloads no browser).
-export KEEL_CHROMIUM="${KEEL_CHROMIUM:-/usr/bin/chromium}"
-if [ ! -x "$KEEL_CHROMIUM" ] && command -v apt-get >/dev/null 2>&1; then
-  as_root=()
-  if [ "$(id -u)" != 0 ]; then as_root=(sudo -n); fi
-  echo "== installing chromium (apt-get)"
-  if ! { "${as_root[@]}" apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq chromium >/dev/null; }; then
-    echo "warning: could not install chromium; tests/dashboard.rs will fail" >&2
+# (KEEL_CHROMIUM set by the caller wins: then nothing is installed.)
+if [ -z "${KEEL_CHROMIUM:-}" ]; then
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    as_root=()
+    if [ "$(id -u)" != 0 ]; then as_root=(sudo -n); fi
+    echo "== installing chromium (apt-get)"
+    if ! { "${as_root[@]}" apt-get update -qq &&
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "warning: could not install chromium; tests/dashboard.rs will fail" >&2
+    fi
   fi
+  export KEEL_CHROMIUM=/usr/bin/chromium
 fi
 # playwright-core, pinned by tools/browser/package-lock.json; reinstalled only when the lock changes.
-locked=$(node -p "require('./tools/browser/package-lock.json').packages['node_modules/playwright-core'].version")
-installed=$(node -p "require('./tools/browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
-if [ "$locked" != "$installed" ]; then
-  (cd tools/browser && npm ci --no-audit --no-fund --loglevel=error)
+if command -v npm >/dev/null 2>&1; then
+  locked=$(node -p "require('./tools/browser/package-lock.json').packages['node_modules/playwright-core'].version")
+  installed=$(node -p "require('./tools/browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+  if [ "$locked" != "$installed" ]; then
+    (cd tools/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+else
+  echo "warning: node/npm not found; tests/dashboard.rs will fail" >&2
 fi
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"

@@ -98,14 +98,21 @@ try {
   await step("the right token signs in; endpoints list the endpoint and its entity", async () => {
     await page.fill("#token-input", token);
     await page.click("#token-submit");
-    const row = page.locator('article.endpoint[data-endpoint="default"] tr[data-entity="llama_gqa_tied"]');
-    await row.waitFor();
-    const rowText = await row.innerText();
-    check(rowText.includes("DEPLOYMENT_READY"), "entity state shown: " + rowText);
-    check(rowText.includes("100%"), "traffic split shown: " + rowText);
-    check(rowText.includes("64"), "max_concurrency shown: " + rowText);
+    // tests/dashboard.rs serves `default`: 80% to `champion` (registry model tiny-chat
+    // by alias @champion), 20% to `challenger` (a path, scale to zero).
+    const row = (name) => page.locator(`article.endpoint[data-endpoint="default"] tr[data-entity="${name}"]`);
+    await row("champion").locator("td.aliases", { hasText: "@champion" }).waitFor();
+    const champion = await row("champion").innerText();
+    check(champion.includes("tiny-chat") && champion.includes("DEPLOYMENT_READY"), "champion row: " + champion);
+    check(champion.includes("80%") && champion.includes("@champion → v1"), "traffic and alias: " + champion);
+    const resolved = await row("champion").locator("td").nth(3).innerText();
+    check(resolved === "1", "resolved_version 1: " + resolved);
+    const challenger = await row("challenger").innerText();
+    check(challenger.includes("20%") && challenger.includes("yes (1800 s idle)"), "challenger row: " + challenger);
+    check(challenger.includes("8"), "max_concurrency shown: " + challenger);
     const card = await text(page, 'article.endpoint[data-endpoint="default"]');
     check(card.includes("READY") && card.includes("NOT_UPDATING"), "endpoint state and config_update: " + card);
+    check(card.includes("6000/minute per user") && card.includes("team=playground"), "rate limits and tags: " + card);
     const stored = await page.evaluate(() => ({
       session: sessionStorage.getItem("keel.token"),
       local: localStorage.length,
@@ -133,7 +140,8 @@ try {
     check(completion > 0 && prompt_tokens > 0, `${mode}: token counts from include_usage (${prompt_tokens}, ${completion})`);
     check(/\d.*(ms|s)$/.test(ttft) && /\d.*(ms|s)$/.test(total), `${mode}: TTFT ${ttft} and total ${total}`);
     check(/\d/.test(tps), `${mode}: tokens/s ${tps}`);
-    check((await text(page, "#pg-served")) === "llama_gqa_tied", `${mode}: served-model-name shown`);
+    const served = await text(page, "#pg-served");
+    check(["champion", "challenger"].includes(served), `${mode}: served-model-name shown (${served})`);
     return { chars: out.length, prompt_tokens, completion, ttft, total, tps };
   };
 
