@@ -6,7 +6,8 @@
 # 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh) and
 #    installs the official `openai` and `mlflow-skinny` Python packages into venvs under
 #    $KEEL_HOME, for tests/openai_client.rs (KEEL_OPENAI_PYTHON) and tests/mlflow_client.rs
-#    (KEEL_MLFLOW_PYTHON);
+#    (KEEL_MLFLOW_PYTHON); installs Debian's Chromium (apt-get, when missing) and
+#    playwright-core (`npm ci` in tools/browser) for tests/dashboard.rs (KEEL_CHROMIUM);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
 #    missing fails instead of skipping;
 # 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
@@ -28,6 +29,30 @@ if ! "$mlflow_venv/bin/python" -c 'import mlflow' 2>/dev/null; then
   "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check mlflow-skinny
 fi
 export KEEL_MLFLOW_PYTHON="$mlflow_venv/bin/python"
+# Headless Chromium for the dashboard test: Debian's package (playwright downloads no browser).
+# (KEEL_CHROMIUM set by the caller wins: then nothing is installed.)
+if [ -z "${KEEL_CHROMIUM:-}" ]; then
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    as_root=()
+    if [ "$(id -u)" != 0 ]; then as_root=(sudo -n); fi
+    echo "== installing chromium (apt-get)"
+    if ! { "${as_root[@]}" apt-get update -qq &&
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+      echo "warning: could not install chromium; tests/dashboard.rs will fail" >&2
+    fi
+  fi
+  export KEEL_CHROMIUM=/usr/bin/chromium
+fi
+# playwright-core, pinned by tools/browser/package-lock.json; reinstalled only when the lock changes.
+if command -v npm >/dev/null 2>&1; then
+  locked=$(node -p "require('./tools/browser/package-lock.json').packages['node_modules/playwright-core'].version")
+  installed=$(node -p "require('./tools/browser/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+  if [ "$locked" != "$installed" ]; then
+    (cd tools/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+else
+  echo "warning: node/npm not found; tests/dashboard.rs will fail" >&2
+fi
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do

@@ -3,7 +3,8 @@
 //! version / metrics / models routes.
 //!
 //! Invariants: auth runs before any handler work and before the body is read (401 costs
-//! nothing); only `/ping`, `/health` and `/health/ready` are open when keys are set;
+//! nothing); only `/ping`, `/health`, `/health/ready` and the dashboard's page and static
+//! assets (which hold no data; see `dashboard.rs`) are open when keys are set;
 //! once draining, readiness is 503 and new generation requests get 503 while in-flight
 //! ones finish.
 
@@ -12,7 +13,7 @@ use crate::endpoint::{Endpoint, Endpoints};
 use crate::entity::ServedEntity;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::{invocations, management, openai};
+use crate::{dashboard, invocations, management, monitoring, openai};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -101,7 +102,9 @@ pub fn router(state: Shared) -> Router {
         .route("/api/2.0/serving-endpoints", get(management::list).post(management::create))
         .route("/api/2.0/serving-endpoints/{name}", get(management::get).delete(management::delete))
         .route("/api/2.0/serving-endpoints/{name}/config", put(management::update_config))
+        .route("/api/2.0/keel/monitoring", get(monitoring::status))
         .merge(crate::mlflow::routes())
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -110,8 +113,10 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// Routes served without a token: liveness, readiness, and the dashboard's page and
+/// assets (no data in them: the page calls the authenticated APIs with the user's token).
 fn is_open_route(path: &str) -> bool {
-    matches!(path, "/ping" | "/health" | "/health/ready")
+    matches!(path, "/ping" | "/health" | "/health/ready") || dashboard::is_open_path(path)
 }
 
 async fn auth(State(st): State<Shared>, mut req: Request, next: Next) -> Response {

@@ -1,6 +1,6 @@
 //! keel's HTTP server (axum): OpenAI-compatible routes, the MLflow scoring protocol,
 //! Databricks-style serving endpoints (traffic split, scale to zero, management REST),
-//! auth, rate limits and Prometheus metrics. See ../shared/SPEC.md §2.
+//! auth, rate limits, Prometheus metrics and the `/dashboard` page. See ../shared/SPEC.md §2.
 //!
 //! [`serve`] runs until its shutdown future resolves, then drains: readiness turns 503,
 //! new generation requests get 503, the listener stops accepting, in-flight requests
@@ -9,6 +9,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod endpoint;
 pub mod entity;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod management;
 pub mod metrics;
 pub mod mlflow;
 pub mod model_info;
+pub mod monitoring;
 pub mod openai;
 pub mod rate_limit;
 pub mod scoring;
