@@ -100,14 +100,6 @@ pub fn resolve_verified_target(arg: Option<&str>) -> Result<Target> {
     Ok(target)
 }
 
-/// Resolves `arg` and, for registry models, verifies the files' checksums: the path to load.
-pub fn resolve_verified(arg: Option<&str>) -> Result<PathBuf> {
-    Ok(match resolve_verified_target(arg)? {
-        Target::Path(p) => p,
-        Target::Registry { version, .. } => version.model_path,
-    })
-}
-
 /// The alias a known model's first registration gets.
 pub const KNOWN_MODEL_ALIAS: &str = "champion";
 
