@@ -106,7 +106,7 @@ fn bad_input_exits_2_with_one_clear_line() {
         (&["generate", "--model", m, "--prompt", "x", "--top-k", "-5"], "top_k"),
         (&["generate", "--model", m, "--prompt", "x", "--max-tokens", "100000"], "max_tokens"),
         (&["generate", "--model", m, "--prompt", ""], "prompt"),
-        (&["generate", "--model", "models:/summarizer@champion", "--prompt", "x"], "registry"),
+        (&["generate", "--model", "models:/summarizer@champion", "--prompt", "x"], "\"summarizer\" does not exist"),
         (&["generate", "--model", m], "--prompt"),
         (&["frobnicate"], "frobnicate"),
         (&["pull", "no-such-model"], "no-such-model"),
