@@ -39,6 +39,11 @@ set -x
 $RT batch --input "$WORK/docs.parquet" --output "$WORK/summaries.parquet" --model "$MODEL" \
   --max-tokens "$MAX_TOKENS" --max-num-seqs "$SEQS" --threads "$THREADS" --json-summary >"$WORK/batch.json"
 { set +x; } 2>/dev/null
+"$KEEL_HOME/venvs/pyarrow/bin/python" - "$WORK/summaries.parquet" <<'EOF' || true
+import sys, pyarrow.parquet as pq
+r = pq.read_table(sys.argv[1]).slice(0, 1).to_pylist()[0]
+print(f"first row: {r['id']} ({r['title']}): {r['completion_tokens']} tokens, {r['finish_reason']}:\n  {r['generated_text']!r}")
+EOF
 ROWS=$(get "$WORK/batch.json" rows_this_run)
 IN=$(python3 -c "print(max(1, round($(get "$WORK/batch.json" prompt_tokens) / $ROWS)))")
 OUT=$(python3 -c "print(max(1, round($(get "$WORK/batch.json" completion_tokens) / $ROWS)))")
