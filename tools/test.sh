@@ -6,7 +6,8 @@
 # 2. fetches llama.cpp's tokenizer test vocabularies (tools/fetch-test-assets.sh) and
 #    installs the official `openai` and `mlflow-skinny` Python packages into venvs under
 #    $KEEL_HOME, for tests/openai_client.rs (KEEL_OPENAI_PYTHON) and tests/mlflow_client.rs
-#    (KEEL_MLFLOW_PYTHON);
+#    (KEEL_MLFLOW_PYTHON), and `pyarrow` + `duckdb` for tests/capture.rs, which reads the
+#    inference table with them (KEEL_TABLES_PYTHON);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
 #    missing fails instead of skipping;
 # 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
@@ -28,6 +29,12 @@ if ! "$mlflow_venv/bin/python" -c 'import mlflow' 2>/dev/null; then
   "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check mlflow-skinny
 fi
 export KEEL_MLFLOW_PYTHON="$mlflow_venv/bin/python"
+tables_venv="${KEEL_HOME:-$HOME/.cache/keel}/venvs/tables"
+if ! "$tables_venv/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
+  python3 -m venv "$tables_venv"
+  "$tables_venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+fi
+export KEEL_TABLES_PYTHON="$tables_venv/bin/python"
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do
