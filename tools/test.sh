@@ -8,6 +8,8 @@
 #    $KEEL_HOME, for tests/openai_client.rs (KEEL_OPENAI_PYTHON) and tests/mlflow_client.rs
 #    (KEEL_MLFLOW_PYTHON); installs Debian's Chromium (apt-get, when missing) and
 #    playwright-core (`npm ci` in tools/browser) for tests/dashboard.rs (KEEL_CHROMIUM);
+#    and `pyarrow` + `duckdb` for tests/capture.rs, which reads the inference table with
+#    them (KEEL_TABLES_PYTHON);
 # 3. runs every test with KEEL_REQUIRE_TEST_ASSETS=1, so a test whose assets are
 #    missing fails instead of skipping;
 # 4. runs the model tests again with the SIMD level forced down to AVX2 and to scalar,
@@ -53,6 +55,12 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "warning: node/npm not found; tests/dashboard.rs will fail" >&2
 fi
+tables_venv="${KEEL_HOME:-$HOME/.cache/keel}/venvs/tables"
+if ! "$tables_venv/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
+  python3 -m venv "$tables_venv"
+  "$tables_venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+fi
+export KEEL_TABLES_PYTHON="$tables_venv/bin/python"
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do

@@ -6,13 +6,19 @@
 //!   formula (PSI, TV, L∞), plus the binning that turns raw columns into count vectors.
 //! - [`profile_stats`]: per-column descriptive statistics of a profile window.
 //! - [`text_metrics`]: readability grades (textstat-compatible), counts and perplexity.
+//! - [`inference_table`]: the inference table itself — [`InferenceRecord`] and the
+//!   [`CaptureWriter`] (write-ahead log, then Parquet parts renamed into place).
 //!
-//! Invariants: pure functions of their inputs (no I/O, no global state); no panics on any
-//! input — bad input is a [`StatsError`]; everything is deterministic.
+//! Invariants: the statistics are pure functions of their inputs (no I/O, no global
+//! state); no panics on any input — bad input is a [`StatsError`]; everything is
+//! deterministic. The inference table is the crate's only I/O; its failures are
+//! `std::io::Error`s (Parquet and Arrow errors wrapped), see its module doc.
 
 mod error;
+pub mod inference_table;
 pub mod profile_stats;
 pub mod stats;
 pub mod text_metrics;
 
 pub use error::{Result, StatsError};
+pub use inference_table::{CaptureWriter, InferenceRecord, RequestMetadata};

@@ -2,6 +2,9 @@
 //! passes (auth → handler → status metrics), plus the small liveness / readiness /
 //! version / metrics / models routes.
 //!
+//! Every response carries `x-request-id`, a UUID the server generates per request (the
+//! inference table's `databricks_request_id` for captured endpoints).
+//!
 //! Invariants: auth runs before any handler work and before the body is read (401 costs
 //! nothing); only `/ping`, `/health`, `/health/ready` and the dashboard's page and static
 //! assets (which hold no data; see `dashboard.rs`) are open when keys are set;
@@ -36,6 +39,8 @@ pub struct AppState {
     /// Wakes the hot-swap watcher after a registry change.
     pub follower: crate::hot_swap::Follower,
     pub registry: Option<Arc<keel_registry::Registry>>,
+    /// Inference-table writers of endpoints with capture enabled.
+    pub captures: crate::capture::Captures,
 }
 
 pub type Shared = Arc<AppState>;
@@ -44,18 +49,38 @@ pub type Shared = Arc<AppState>;
 #[derive(Clone, Debug)]
 pub struct User(pub String);
 
+/// The server-generated id of a request (header `x-request-id`).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 /// Where a request was routed; put on responses for the status metrics.
 #[derive(Clone, Debug)]
 pub struct Routed {
     pub endpoint: String,
     pub entity: String,
+    /// The registry model (or declared model) the entity serves, once resolved.
+    pub model_name: Option<String>,
     /// The registry version the entity serves (known once it is loaded).
     pub model_version: Option<u64>,
 }
 
 impl Routed {
     pub fn of(ep: &Endpoint, e: &ServedEntity) -> Routed {
-        Routed { endpoint: ep.name.clone(), entity: e.name().to_string(), model_version: e.model_version() }
+        Routed {
+            endpoint: ep.name.clone(),
+            entity: e.name().to_string(),
+            model_name: Routed::model_name_of(e),
+            model_version: e.model_version(),
+        }
+    }
+
+    /// The registry model's name for registry models; otherwise the loaded model's
+    /// display name (not the path it was declared with).
+    pub fn model_name_of(e: &ServedEntity) -> Option<String> {
+        match e.resolved() {
+            Some(r) if r.version.is_some() => Some(r.model_name),
+            r => e.model_name().or(r.map(|r| r.model_name)),
+        }
     }
 
     /// Adds `served-model-name` (and `served-model-version` for registry models, a keel
@@ -110,11 +135,24 @@ pub fn router(state: Shared) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), record_status))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
 /// Routes served without a token: liveness, readiness, and the dashboard's page and
 /// assets (no data in them: the page calls the authenticated APIs with the user's token).
+/// Gives the request its id (an extension for the handlers) and the response its
+/// `x-request-id` header.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut r = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
 fn is_open_route(path: &str) -> bool {
     matches!(path, "/ping" | "/health" | "/health/ready") || dashboard::is_open_path(path)
 }

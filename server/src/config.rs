@@ -14,11 +14,16 @@
 //! [[endpoints.config.traffic_config.routes]]
 //! served_entity_name = "small"
 //! traffic_percentage = 100
+//! [endpoints.config.auto_capture_config]   # inference table tables/chat_logs_payload/
+//! enabled = true
+//! table_name_prefix = "chat_logs"
 //! ```
 //!
 //! Invariants after [`EndpointSpec::validate`]: a non-empty name of `[A-Za-z0-9_-]`, 1–10
 //! entities with distinct names, routes naming existing entities with integer
-//! percentages summing to 100 (when `traffic_config` is omitted, one entity gets 100).
+//! percentages summing to 100 (when `traffic_config` is omitted, one entity gets 100);
+//! a capture `table_name_prefix` that is a safe directory name and a `sampling_fraction`
+//! in (0, 1].
 
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
@@ -98,16 +103,54 @@ pub struct Route {
     pub traffic_percentage: u32,
 }
 
+/// Inference-table capture (SPEC §6.1): when `enabled`, every request routed to the
+/// endpoint is logged to `<data_dir>/tables/<table_name_prefix>_payload/`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AutoCaptureConfig {
     #[serde(default)]
     pub enabled: bool,
+    /// Defaults to the endpoint's name, as on Databricks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_name_prefix: Option<String>,
+    /// Unity Catalog location: accepted for compatibility, unused (tables are files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_name: Option<String>,
+    /// keel extension: the fraction of requests logged, in (0, 1] (default 1). The
+    /// choice is a hash of the request id, and the fraction is stored in every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_fraction: Option<f64>,
+}
+
+impl AutoCaptureConfig {
+    /// The table's directory name under `tables/`: `<prefix>_payload`.
+    pub fn table_name(&self, endpoint: &str) -> String {
+        format!("{}_payload", self.table_name_prefix.as_deref().unwrap_or(endpoint))
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(p) = &self.table_name_prefix {
+            let ok = p.len() <= 63
+                && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(ApiError::invalid(
+                    "config.auto_capture_config.table_name_prefix",
+                    format!("{p:?} must be 1-63 letters, digits, '_' or '-', starting with a letter or digit"),
+                ));
+            }
+        }
+        if let Some(f) = self.sampling_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(ApiError::invalid(
+                    "config.auto_capture_config.sampling_fraction",
+                    format!("{f} is not in (0, 1]"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -285,12 +328,7 @@ impl EndpointConfig {
             ));
         }
         if let Some(ac) = &self.auto_capture_config {
-            if ac.enabled {
-                return Err(ApiError::invalid(
-                    "config.auto_capture_config.enabled",
-                    "inference tables are not implemented yet in this keel build",
-                ));
-            }
+            ac.validate()?;
         }
         Ok(())
     }
@@ -394,6 +432,33 @@ mod tests {
         assert!(c.validate().unwrap_err().message.contains("two served entities"));
         c.served_entities = vec![entity("a b")];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn capture_config_is_checked() {
+        let capture = |prefix: Option<&str>, fraction: Option<f64>| EndpointConfig {
+            served_entities: vec![entity("a")],
+            traffic_config: None,
+            auto_capture_config: Some(AutoCaptureConfig {
+                enabled: true,
+                table_name_prefix: prefix.map(String::from),
+                catalog_name: None,
+                schema_name: None,
+                sampling_fraction: fraction,
+            }),
+        };
+        capture(Some("chat_logs"), Some(0.5)).validate().unwrap();
+        capture(None, None).validate().unwrap();
+        for bad in ["", "../x", "a/b", "_hidden", ".x", "a b"] {
+            let e = capture(Some(bad), None).validate().unwrap_err();
+            assert!(e.message.contains("table_name_prefix"), "{bad:?}: {}", e.message);
+        }
+        for bad in [0.0, -0.1, 1.5, f64::NAN] {
+            let e = capture(None, Some(bad)).validate().unwrap_err();
+            assert!(e.message.contains("sampling_fraction"), "{bad}: {}", e.message);
+        }
+        let ac = capture(None, None).auto_capture_config.unwrap();
+        assert_eq!(ac.table_name("chat"), "chat_payload");
     }
 
     #[test]

@@ -158,6 +158,7 @@ mod tests {
             version: "test".into(),
             follow_interval: std::time::Duration::from_secs(60),
             registry: None,
+            tables_dir: None,
         };
         let state = crate::build_state(&opts).expect("state");
         crate::app::router(state)

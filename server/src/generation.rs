@@ -7,7 +7,12 @@
 //! permit; text deltas come from the engine's incremental decoder, so a chunk never
 //! splits a UTF-8 character; the stream ends with `[DONE]` only after every choice
 //! finished — an engine error or the deadline ends it with an error object instead.
+//!
+//! A captured stream ([`crate::capture`]) assembles the answer as the non-streaming
+//! response object (same shape as `run_to_end` + [`Shape::full`] would give) and logs it
+//! before its last event leaves; an abandoned stream logs what it had, with status 499.
 
+use crate::capture::Capture;
 use crate::entity::Lease;
 use crate::error::ApiError;
 use crate::llm_request::{Kind, Prepared};
@@ -18,7 +23,7 @@ use keel_runtime::engine::{RequestStream, TokenEvent, Usage};
 use keel_runtime::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a generation needs besides the request: where to record, when to give up.
@@ -28,6 +33,14 @@ pub struct GenCtx {
     pub labels: EntityLabels,
     pub timeout: Duration,
     pub arrived: Instant,
+    /// Arrival to the request's first token (over all its choices), once there is one.
+    pub first_token: Arc<OnceLock<Duration>>,
+}
+
+impl GenCtx {
+    pub fn ttft(&self) -> Option<Duration> {
+        self.first_token.get().copied()
+    }
 }
 
 /// One finished choice.
@@ -55,7 +68,11 @@ impl Clock {
         let now = Instant::now();
         match self.last {
             Some(prev) => ctx.metrics.record_itl(&ctx.labels, now - prev),
-            None => ctx.metrics.record_ttft(&ctx.labels, now - ctx.arrived),
+            None => {
+                let ttft = now - ctx.arrived;
+                ctx.metrics.record_ttft(&ctx.labels, ttft);
+                let _ = ctx.first_token.set(ttft);
+            }
         }
         self.last = Some(now);
     }
@@ -83,6 +100,13 @@ async fn collect(mut rs: RequestStream, ctx: GenCtx) -> Result<Choice, ApiError>
         }
     }
     Err(ApiError::unavailable("the engine stopped before the request finished"))
+}
+
+/// Prompt and completion tokens of finished choices, as `usage` counts them (the
+/// prompt of `n` choices once).
+pub fn token_counts(choices: &[Choice], n: usize) -> (usize, usize) {
+    let prompt = choices.iter().step_by(n.max(1)).map(|c| c.usage.prompt_tokens).sum();
+    (prompt, choices.iter().map(|c| c.usage.completion_tokens).sum())
 }
 
 /// Runs all choices to the end (504 past the deadline, aborting them).
@@ -259,17 +283,61 @@ struct StreamState {
     /// Events ready to send before reading more.
     out: std::collections::VecDeque<Out>,
     finished: bool,
+    /// The inference-table capture, until the record is submitted.
+    capture: Option<Capture>,
+    /// The answer as assembled so far (kept only when captured).
+    choices: Vec<Choice>,
+    /// The error that ended the stream, if one did.
+    error: Option<ApiError>,
 }
 
-/// Submits every choice and returns the SSE events of the response.
+impl StreamState {
+    /// Token counts, as `usage` counts them (each prompt once for `n` choices).
+    fn counts(&self) -> (usize, usize) {
+        let prompt = self.usage.iter().step_by(self.n.max(1)).map(|u| u.prompt_tokens).sum();
+        (prompt, self.usage.iter().map(|u| u.completion_tokens).sum())
+    }
+
+    /// The status and body to log: the error that ended the stream, or the assembled
+    /// non-streaming response.
+    fn outcome(&self) -> (u16, String) {
+        match &self.error {
+            Some(e) => (e.status.as_u16(), e.body().to_string()),
+            None => (200, self.shape.full(&self.choices, self.n).to_string()),
+        }
+    }
+
+    fn take_capture(&mut self) -> Option<Capture> {
+        let mut cap = self.capture.take()?;
+        let (prompt, completion) = self.counts();
+        cap.generation(prompt, completion, self.ctx.ttft());
+        Some(cap)
+    }
+}
+
+impl Drop for StreamState {
+    /// The client went away (or the drain deadline cut the stream) before the end.
+    fn drop(&mut self) {
+        if let Some(cap) = self.take_capture() {
+            let (_, body) = self.outcome();
+            cap.finish_detached(499, body);
+        }
+    }
+}
+
+/// Submits every choice and returns the SSE events of the response. Once submitted,
+/// the stream owns `capture` and logs the request itself.
 pub fn stream_response(
     lease: Lease,
     p: &Prepared,
     shape: Shape,
     ctx: GenCtx,
+    capture: &mut Option<Capture>,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
     let streams = submit_all(&lease, p)?;
     let total = streams.len();
+    let capture = capture.take();
+    let choices = if capture.is_some() { vec![Choice::default(); total] } else { Vec::new() };
     let events = stream::select_all(streams.into_iter().enumerate().map(|(i, rs)| tagged(i, rs)));
     let state = StreamState {
         lease: Some(lease),
@@ -286,9 +354,19 @@ pub fn stream_response(
         remaining: total,
         out: Default::default(),
         finished: false,
+        capture,
+        choices,
+        error: None,
     };
     Ok(stream::unfold(state, |mut s| async move {
         loop {
+            if s.finished && s.out.len() == 1 {
+                // The last event is next: the record goes to the table first.
+                if let Some(cap) = s.take_capture() {
+                    let (status, body) = s.outcome();
+                    cap.finish(status, body).await;
+                }
+            }
             if let Some(o) = s.out.pop_front() {
                 return Some((event(o), s));
             }
@@ -311,8 +389,27 @@ pub fn stream_response(
             let (i, ev) = match next {
                 Ok(Some(x)) => x,
                 Ok(None) => (0, TokenEvent::Error { message: "the engine stopped".into() }),
-                Err(_) => (0, TokenEvent::Error { message: ApiError::timeout(s.ctx.timeout.as_secs()).message }),
+                Err(_) => {
+                    // The error object the client gets says 504 / deadline, and so does the log.
+                    s.error = Some(ApiError::timeout(s.ctx.timeout.as_secs()).openai());
+                    (0, TokenEvent::Error { message: String::new() })
+                }
             };
+            if let Some(c) = s.choices.get_mut(i) {
+                match &ev {
+                    TokenEvent::Token { id, logprob, text } => {
+                        c.ids.push(*id);
+                        c.logprobs.push(*logprob);
+                        c.text.push_str(text);
+                    }
+                    TokenEvent::Finished { text, reason, usage, .. } => {
+                        c.text.push_str(text);
+                        c.finish_reason = reason.as_str();
+                        c.usage = *usage;
+                    }
+                    TokenEvent::Error { .. } => {}
+                }
+            }
             match ev {
                 TokenEvent::Token { id, logprob, text } => {
                     s.clocks[i].token(&s.ctx);
@@ -333,16 +430,12 @@ pub fn stream_response(
                 }
                 TokenEvent::Error { message } => {
                     // Ends the stream without [DONE]: the client sees the error, not a truncated success.
-                    s.out.push_back(Out::Json(ApiError::internal(message).openai().body()));
+                    let e = s.error.get_or_insert_with(|| ApiError::internal(message).openai());
+                    s.out.push_back(Out::Json(e.body()));
                     s.finished = true;
                     s.lease = None;
                 }
             }
         }
     }))
-}
-
-/// Choices for the MLflow scoring protocol: one prediction string per prompt.
-pub async fn predictions(lease: &Lease, p: &Prepared, ctx: &GenCtx) -> Result<Vec<String>, ApiError> {
-    Ok(run_to_end(lease, p, ctx).await?.into_iter().map(|c| c.text).collect())
 }

@@ -7,7 +7,8 @@
 //! CSV) and is answered `{"predictions": [...]}`, one string per row, in row order.
 //! Errors use the Databricks shape here. Scoring rows default to 256 new tokens.
 
-use crate::app::{Shared, User};
+use crate::app::{RequestId, Shared, User};
+use crate::capture::{self, Capture};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::generation;
@@ -42,11 +43,12 @@ impl From<ScoringError> for ApiError {
 pub async fn default_invocations(
     State(st): State<Shared>,
     Extension(user): Extension<User>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match resolve(&st, None) {
-        Ok((ep, _)) => invoke(st, user, ep, headers, body).await,
+        Ok((ep, _)) => invoke(st, user, id, ep, headers, body).await,
         Err(e) => e.into_response(),
     }
 }
@@ -54,31 +56,41 @@ pub async fn default_invocations(
 pub async fn endpoint_invocations(
     State(st): State<Shared>,
     Extension(user): Extension<User>,
+    Extension(id): Extension<RequestId>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match st.endpoints.require(&name) {
-        Ok(ep) => invoke(st, user, ep, headers, body).await,
+        Ok(ep) => invoke(st, user, id, ep, headers, body).await,
         Err(e) => e.into_response(),
     }
 }
 
+/// The endpoint is known here, so every outcome from now on is captured (when the
+/// endpoint captures), parse errors included; a body that cannot be read is not.
 async fn invoke(
     st: Shared,
     user: User,
+    id: RequestId,
     ep: Arc<Endpoint>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match parse_invocation(&st, &headers, body) {
+    let arrived = Instant::now();
+    let mut cap = match &body {
+        Ok(b) => Capture::begin(&st, &ep, &id, b, arrived),
+        Err(_) => None,
+    };
+    let resp = match parse_invocation(&st, &headers, body) {
         Ok(Invocation::Llm(req, kind)) => {
             let name = ep.name.clone();
-            serve_llm(&st, &user.0, ep, None, req, kind, name, false).await
+            serve_llm(&st, &user.0, ep, None, req, kind, name, false, &mut cap).await
         }
-        Ok(Invocation::Scoring(input)) => score(&st, &user.0, ep, input).await,
+        Ok(Invocation::Scoring(input)) => score(&st, &user.0, ep, input, arrived, cap.as_mut()).await,
         Err(e) => e.into_response(),
-    }
+    };
+    capture::respond(cap, resp).await
 }
 
 enum Invocation {
@@ -130,8 +142,14 @@ fn scoring_request(input: &ScoringInput) -> Result<LlmRequest, ApiError> {
     Ok(req)
 }
 
-async fn score(st: &Shared, user: &str, ep: Arc<Endpoint>, input: ScoringInput) -> Response {
-    let arrived = Instant::now();
+async fn score(
+    st: &Shared,
+    user: &str,
+    ep: Arc<Endpoint>,
+    input: ScoringInput,
+    arrived: Instant,
+    capture: Option<&mut Capture>,
+) -> Response {
     let req = match scoring_request(&input) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -144,8 +162,15 @@ async fn score(st: &Shared, user: &str, ep: Arc<Endpoint>, input: ScoringInput) 
         Ok(p) => p,
         Err(e) => return refuse((e, Some(routed)), false),
     };
-    match generation::predictions(&lease, &prepared, &ctx).await {
-        Ok(preds) => routed.mark(Json(json!({ "predictions": preds })).into_response()),
+    match generation::run_to_end(&lease, &prepared, &ctx).await {
+        Ok(choices) => {
+            if let Some(cap) = capture {
+                let (prompt, completion) = generation::token_counts(&choices, prepared.n);
+                cap.generation(prompt, completion, ctx.ttft());
+            }
+            let preds: Vec<String> = choices.into_iter().map(|c| c.text).collect();
+            routed.mark(Json(json!({ "predictions": preds })).into_response())
+        }
         Err(e) => refuse((e, Some(routed)), false),
     }
 }

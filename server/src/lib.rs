@@ -4,10 +4,12 @@
 //!
 //! [`serve`] runs until its shutdown future resolves, then drains: readiness turns 503,
 //! new generation requests get 503, the listener stops accepting, in-flight requests
-//! (streams included) finish, and after `drain_timeout` whatever remains is cut.
+//! (streams included) finish, and after `drain_timeout` whatever remains is cut; last,
+//! the inference tables are flushed and compacted.
 
 pub mod app;
 pub mod auth;
+pub mod capture;
 pub mod config;
 pub mod dashboard;
 pub mod endpoint;
@@ -50,12 +52,19 @@ pub struct ServeOptions {
     pub follow_interval: Duration,
     /// The model registry behind `/api/2.0/mlflow/` (503 there when absent).
     pub registry: Option<Arc<keel_registry::Registry>>,
+    /// Where inference tables live (`$KEEL_HOME/tables`); `None`: capture is refused.
+    pub tables_dir: Option<std::path::PathBuf>,
 }
 
-/// Builds the state: validates and creates every endpoint (loading starts now).
+/// Builds the state: validates and creates every endpoint (loading starts now), and
+/// opens the inference tables of those that capture (replaying a crashed WAL first).
 pub fn build_state(opts: &ServeOptions) -> Result<Arc<AppState>, error::ApiError> {
     let endpoints = Arc::new(Endpoints::new(opts.loader.clone(), opts.engine_config.clone()));
+    let captures = capture::Captures::new(opts.tables_dir.clone());
     for spec in &opts.endpoints {
+        let mut checked = spec.clone();
+        checked.validate()?;
+        captures.prepare(&checked.name, &checked.config)?;
         endpoints.create(spec.clone())?;
     }
     Ok(Arc::new(AppState {
@@ -68,6 +77,7 @@ pub fn build_state(opts: &ServeOptions) -> Result<Arc<AppState>, error::ApiError
         version: opts.version.clone(),
         follower: hot_swap::Follower::default(),
         registry: opts.registry.clone(),
+        captures,
     }))
 }
 
@@ -134,12 +144,14 @@ pub async fn serve(
             Ok(())
         }
     };
-    // Stop the engines (their threads end with the endpoints).
-    let endpoints = state.endpoints.clone();
+    // Stop the engines (their threads end with the endpoints), then flush and compact
+    // the inference tables: every answered request is in them.
+    let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        for ep in endpoints.all() {
-            endpoints.remove(&ep.name);
+        for ep in st.endpoints.all() {
+            st.endpoints.remove(&ep.name);
         }
+        st.captures.close_all();
     })
     .await;
     result

@@ -22,11 +22,30 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found("RESOURCE_DOES_NOT_EXIST", format!("serving endpoint {name:?} does not exist"))
 }
 
+/// Opens the inference table of an endpoint whose new config enables capture (off the
+/// async workers: opening replays a crashed WAL).
+async fn prepare_capture(st: &Shared, endpoint: &str, config: &EndpointConfig) -> Result<(), ApiError> {
+    if !config.auto_capture_config.as_ref().is_some_and(|c| c.enabled) {
+        return Ok(());
+    }
+    let (st, endpoint, config) = (st.clone(), endpoint.to_string(), config.clone());
+    tokio::task::spawn_blocking(move || st.captures.prepare(&endpoint, &config))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("opening the inference table failed: {e}"))))
+}
+
 pub async fn create(State(st): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     let spec = match body_bytes(&st, body).and_then(|b| parse_body::<EndpointSpec>(&b)) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    let mut checked = spec.clone();
+    if let Err(e) = checked.validate() {
+        return e.into_response();
+    }
+    if let Err(e) = prepare_capture(&st, &checked.name, &checked.config).await {
+        return e.into_response();
+    }
     match st.endpoints.create(spec) {
         Ok(ep) => {
             tracing::info!("endpoint {} created", ep.name);
@@ -60,6 +79,13 @@ pub async fn update_config(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let mut checked = config.clone();
+    if let Err(e) = checked.validate() {
+        return e.into_response();
+    }
+    if let Err(e) = prepare_capture(&st, &name, &checked).await {
+        return e.into_response();
+    }
     match ep.update_config(config, &st.endpoints.loader, &st.endpoints.engine_config) {
         Ok(()) => Json(ep.to_json()).into_response(),
         Err(e) => e.into_response(),

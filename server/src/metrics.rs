@@ -24,6 +24,22 @@ pub struct EntityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+/// What became of a request's inference-table record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureEvent {
+    /// Queued for the table (`keel_capture_records_total`).
+    Queued,
+    /// Not logged: the channel was full, the writer stopped, or the write failed.
+    Dropped,
+    /// Queued, but not acknowledged within the wait; the answer went anyway.
+    LateAck,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub endpoint: String,
     pub entity: String,
@@ -56,6 +72,9 @@ pub struct Metrics {
     last_preemptions: Mutex<HashMap<EntityLabels, u64>>,
     rss: Gauge,
     cpu: Gauge<f64, AtomicU64>,
+    capture_records: Family<EndpointLabels, Counter>,
+    capture_dropped: Family<EndpointLabels, Counter>,
+    capture_late_acks: Family<EndpointLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +103,9 @@ impl Metrics {
             last_preemptions: Mutex::new(HashMap::new()),
             rss: Gauge::default(),
             cpu: Gauge::default(),
+            capture_records: Family::default(),
+            capture_dropped: Family::default(),
+            capture_late_acks: Family::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "Requests by endpoint, served entity and HTTP status", m.requests.clone());
@@ -101,12 +123,34 @@ impl Metrics {
         r.register("preemptions", "Requests preempted for lack of KV-cache blocks", m.preemptions.clone());
         r.register("process_resident_memory_bytes", "Resident memory of the server process", m.rss.clone());
         r.register("process_cpu_seconds", "CPU time used by the server process", m.cpu.clone());
+        r.register("capture_records", "Requests queued for the endpoint's inference table", m.capture_records.clone());
+        r.register(
+            "capture_dropped",
+            "Inference-table records dropped (channel full, writer stopped or write failed)",
+            m.capture_dropped.clone(),
+        );
+        r.register(
+            "capture_late_acks",
+            "Inference-table records not in the WAL within the ack wait (the answer went anyway)",
+            m.capture_late_acks.clone(),
+        );
         m
     }
 
     pub fn record_status(&self, endpoint: &str, entity: &str, status: u16) {
         let l = StatusLabels { endpoint: endpoint.into(), entity: entity.into(), status: status.to_string() };
         self.requests.get_or_create(&l).inc();
+    }
+
+    pub fn record_capture(&self, endpoint: &str, event: CaptureEvent) {
+        let l = EndpointLabels { endpoint: endpoint.into() };
+        match event {
+            CaptureEvent::Queued => &self.capture_records,
+            CaptureEvent::Dropped => &self.capture_dropped,
+            CaptureEvent::LateAck => &self.capture_late_acks,
+        }
+        .get_or_create(&l)
+        .inc();
     }
 
     /// A finished generation (one choice): latency and token counts.
@@ -151,6 +195,15 @@ impl Metrics {
                 }
             }
         }
+        for ep in endpoints.all() {
+            if ep.active().config.auto_capture_config.as_ref().is_some_and(|c| c.enabled) {
+                // Captured endpoints show their counters from the start, at 0.
+                let l = EndpointLabels { endpoint: ep.name.clone() };
+                for f in [&self.capture_records, &self.capture_dropped, &self.capture_late_acks] {
+                    let _ = f.get_or_create(&l);
+                }
+            }
+        }
         if let Some((rss, cpu)) = process_stats() {
             self.rss.set(rss as i64);
             self.cpu.set(cpu);
@@ -189,6 +242,8 @@ mod tests {
         let usage = keel_runtime::engine::Usage { prompt_tokens: 7, completion_tokens: 3, ..Default::default() };
         m.record_finish(&l, Duration::from_millis(30), &usage);
         m.record_ttft(&l, Duration::from_millis(5));
+        m.record_capture("default", CaptureEvent::Queued);
+        m.record_capture("default", CaptureEvent::Dropped);
         let endpoints =
             crate::endpoint::Endpoints::new(std::sync::Arc::new(crate::entity::NoModels), Default::default());
         let text = m.render(&endpoints);
@@ -196,5 +251,7 @@ mod tests {
         assert!(text.contains(r#"keel_prompt_tokens_total{endpoint="default",entity="tiny"} 7"#), "{text}");
         assert!(text.contains("keel_time_to_first_token_seconds_bucket"), "{text}");
         assert!(text.contains("keel_process_resident_memory_bytes"), "{text}");
+        assert!(text.contains(r#"keel_capture_records_total{endpoint="default"} 1"#), "{text}");
+        assert!(text.contains(r#"keel_capture_dropped_total{endpoint="default"} 1"#), "{text}");
     }
 }

@@ -5,7 +5,8 @@
 //! `model` selects an endpoint by name (traffic split applies) or a served entity by
 //! name (no split); absent, the endpoint named `default` (or the only one) answers.
 
-use crate::app::{Routed, Shared, User};
+use crate::app::{RequestId, Routed, Shared, User};
+use crate::capture::{self, Capture};
 use crate::endpoint::Endpoint;
 use crate::entity::{Lease, ServedEntity};
 use crate::error::ApiError;
@@ -106,17 +107,21 @@ pub async fn admit(
     };
     // Loaded now: the version is known (a load on demand may have resolved it just now).
     routed.model_version = entity.model_version();
+    routed.model_name = Routed::model_name_of(&entity);
     let ctx = GenCtx {
         metrics: st.metrics.clone(),
         labels: EntityLabels { endpoint: routed.endpoint.clone(), entity: routed.entity.clone() },
         timeout: st.request_timeout,
         arrived,
+        first_token: Default::default(),
     };
     Ok(Admitted { routed, lease, ctx })
 }
 
 /// Serves one LLM request on `ep` (or the given entity of it). Errors come back with the
 /// routing already attached, so they carry `served-model-name` once an entity is known.
+/// A stream takes `capture` and logs itself; otherwise the caller logs the response
+/// (`capture::respond`), with the token counts recorded here.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_llm(
     st: &Shared,
@@ -127,6 +132,7 @@ pub async fn serve_llm(
     kind: Kind,
     model_name: String,
     openai_errors: bool,
+    capture: &mut Option<Capture>,
 ) -> Response {
     let Admitted { routed, lease, ctx } = match admit(st, user, &ep, entity, Instant::now()).await {
         Ok(a) => a,
@@ -139,9 +145,18 @@ pub async fn serve_llm(
     };
     let shape = Shape::new(kind, model_name, prepared.logprobs, tok);
     let result = if prepared.stream {
-        generation::stream_response(lease, &prepared, shape, ctx).map(|s| Sse::new(s).into_response())
+        if let Some(c) = capture.as_mut() {
+            c.route(&routed);
+        }
+        generation::stream_response(lease, &prepared, shape, ctx, capture).map(|s| Sse::new(s).into_response())
     } else {
-        generation::run_to_end(&lease, &prepared, &ctx).await.map(|c| Json(shape.full(&c, prepared.n)).into_response())
+        generation::run_to_end(&lease, &prepared, &ctx).await.map(|c| {
+            if let Some(cap) = capture.as_mut() {
+                let (prompt, completion) = generation::token_counts(&c, prepared.n);
+                cap.generation(prompt, completion, ctx.ttft());
+            }
+            Json(shape.full(&c, prepared.n)).into_response()
+        })
     };
     match result {
         Ok(r) => routed.mark(r),
@@ -149,32 +164,53 @@ pub async fn serve_llm(
     }
 }
 
-async fn openai_route(st: Shared, user: User, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
-    let parsed = body_bytes(&st, body).and_then(|b| parse_body::<LlmRequest>(&b));
-    let req = match parsed {
-        Ok(r) => r,
+async fn openai_route(
+    st: Shared,
+    user: User,
+    id: RequestId,
+    body: Result<Bytes, BytesRejection>,
+    kind: Kind,
+) -> Response {
+    let arrived = Instant::now();
+    let bytes = match body_bytes(&st, body) {
+        Ok(b) => b,
         Err(e) => return e.openai().into_response(),
+    };
+    let req = match parse_body::<LlmRequest>(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            // Still JSON with a servable `model`: the error is logged on that endpoint.
+            let cap = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| resolve(&st, v.get("model").and_then(|m| m.as_str())).ok())
+                .and_then(|(ep, _)| Capture::begin(&st, &ep, &id, &bytes, arrived));
+            return capture::respond(cap, e.openai().into_response()).await;
+        }
     };
     let (ep, entity) = match resolve(&st, req.model.as_deref()) {
         Ok(x) => x,
         Err(e) => return e.openai().into_response(),
     };
+    let mut cap = Capture::begin(&st, &ep, &id, &bytes, arrived);
     let name = req.model.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| ep.name.clone());
-    serve_llm(&st, &user.0, ep, entity, req, kind, name, true).await
+    let resp = serve_llm(&st, &user.0, ep, entity, req, kind, name, true, &mut cap).await;
+    capture::respond(cap, resp).await
 }
 
 pub async fn completions(
     State(st): State<Shared>,
     Extension(user): Extension<User>,
+    Extension(id): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    openai_route(st, user, body, Kind::Completion).await
+    openai_route(st, user, id, body, Kind::Completion).await
 }
 
 pub async fn chat_completions(
     State(st): State<Shared>,
     Extension(user): Extension<User>,
+    Extension(id): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    openai_route(st, user, body, Kind::Chat).await
+    openai_route(st, user, id, body, Kind::Chat).await
 }

@@ -4,7 +4,8 @@
 //!
 //! Prints `listening on http://ADDR` on stderr once the socket is bound (models load in
 //! the background; `/health/ready` turns 200 when they are loaded). SIGTERM or Ctrl-C
-//! drains: in-flight requests finish (up to `--drain-timeout`), then the process exits 0.
+//! drains: in-flight requests finish (up to `--drain-timeout`), the inference tables
+//! (`$KEEL_HOME/tables/`) are flushed and compacted, then the process exits 0.
 
 use super::engine_args::EngineArgs;
 use super::{parse_bytes, set_threads, UsageError};
@@ -15,8 +16,8 @@ use clap::Args;
 use keel_runtime::engine::EngineConfig;
 use keel_server::auth::{is_loopback_host, ApiKeys};
 use keel_server::config::{
-    EndpointConfig, EndpointSpec, RateLimitKey, RateLimitSpec, ServeFile, ServedEntitySpec, DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_SCALE_TO_ZERO_IDLE_S,
+    AutoCaptureConfig, EndpointConfig, EndpointSpec, RateLimitKey, RateLimitSpec, ServeFile, ServedEntitySpec,
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_SCALE_TO_ZERO_IDLE_S,
 };
 use keel_server::ServeOptions;
 use std::path::PathBuf;
@@ -64,6 +65,13 @@ pub struct ServeArgs {
     /// Kernel threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
+    /// Log every request of the `default` endpoint to the inference table
+    /// `$KEEL_HOME/tables/<PREFIX>_payload/` (Parquet; see the README's "Inference tables").
+    #[arg(long, value_name = "PREFIX", conflicts_with = "config")]
+    capture_prefix: Option<String>,
+    /// Fraction of requests logged with --capture-prefix, in (0, 1].
+    #[arg(long, default_value_t = 1.0, requires = "capture_prefix")]
+    capture_sampling_fraction: f64,
     /// Seconds between checks of registry aliases served by reference (`models:/m@champion`):
     /// when one moves, the endpoint hot-swaps to the new version. Changes made through this
     /// server's registry REST API are followed at once.
@@ -96,7 +104,13 @@ fn default_endpoint(a: &ServeArgs) -> EndpointSpec {
                 workload_type: None,
             }],
             traffic_config: None,
-            auto_capture_config: None,
+            auto_capture_config: a.capture_prefix.as_ref().map(|p| AutoCaptureConfig {
+                enabled: true,
+                table_name_prefix: Some(p.clone()),
+                catalog_name: None,
+                schema_name: None,
+                sampling_fraction: Some(a.capture_sampling_fraction),
+            }),
         },
         rate_limits,
         tags: Vec::new(),
@@ -166,6 +180,7 @@ pub fn run(a: ServeArgs, version: &str) -> Result<()> {
         version: version.to_string(),
         follow_interval: Duration::from_secs_f64(a.alias_poll),
         registry: Some(registry),
+        tables_dir: Some(model_store::keel_home().join("tables")),
     };
     // Validate the declarations before binding, so mistakes exit 2 at once.
     for spec in &opts.endpoints {
