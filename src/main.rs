@@ -1,4 +1,5 @@
-//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `registry`, `serve`, `batch`.
+//! `runtime`: keel's single binary. Commands: `pull`, `generate`, `bench`, `registry`, `serve`, `batch`,
+//! `monitor`.
 //!
 //! Exit codes (SPEC §1): 0 success, 2 bad usage or bad input (clap errors, a missing
 //! model path, an invalid parameter), 1 a runtime failure. Errors are one line on stderr.
@@ -34,6 +35,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Run every row of a Parquet file (or directory) through the model: bulk summarization.
     Batch(commands::batch::BatchArgs),
+    /// Profile and drift metrics over an inference table, alert rules, a report.
+    Monitor(commands::monitor::MonitorArgs),
 }
 
 fn version() -> &'static str {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Registry(a) => commands::registry::run(a),
         Command::Serve(a) => commands::serve::run(a, version()),
         Command::Batch(a) => commands::batch::run(a),
+        Command::Monitor(a) => commands::monitor::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -252,7 +252,10 @@ async fn every_routed_request_is_one_row_after_a_clean_shutdown() {
         assert!(row.timestamp_ms <= now && row.timestamp_ms > now - 600_000, "{row:?}");
         assert_eq!(row.metadata.get("endpoint_name"), Some(&Some("default".to_string())), "{row:?}");
         let keys: Vec<&str> = row.metadata.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["endpoint_name", "model_name", "model_version", "served_entity_name"]);
+        assert_eq!(
+            keys,
+            ["endpoint_name", "model_name", "model_version", "response_mean_logprob", "served_entity_name"]
+        );
         let response: Value = serde_json::from_str(&row.response).expect("the response column is JSON");
         if x.status == 200 {
             assert_eq!(row.metadata["served_entity_name"].as_deref(), Some(TINY_ENTITY), "{row:?}");
@@ -261,6 +264,10 @@ async fn every_routed_request_is_one_row_after_a_clean_shutdown() {
             let (p, c) = (row.prompt_tokens.expect("prompt_tokens"), row.completion_tokens.expect("completion_tokens"));
             assert!(p > 0 && c > 0, "{row:?}");
             assert!(row.ttft_ms.is_some_and(|t| t >= 0 && t <= row.execution_time_ms), "{row:?}");
+            // The model's own mean log-probability of what it generated: a finite number <= 0.
+            let lp = row.metadata["response_mean_logprob"].as_deref().expect("response_mean_logprob");
+            let lp: f64 = lp.parse().unwrap_or_else(|e| panic!("response_mean_logprob {lp:?}: {e}"));
+            assert!(lp.is_finite() && lp <= 0.0, "{row:?}");
             if x.stream {
                 // A stream is logged as the assembled (non-streaming) response.
                 let sse = Sse::parse(&x.answer);

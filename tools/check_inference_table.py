@@ -37,7 +37,7 @@ COLUMNS = [
     ("completion_tokens", pa.int32(), "INTEGER"),
     ("ttft_ms", pa.int64(), "BIGINT"),
 ]
-METADATA_KEYS = {"endpoint_name", "model_name", "model_version", "served_entity_name"}
+METADATA_KEYS = {"endpoint_name", "model_name", "model_version", "served_entity_name", "response_mean_logprob"}
 
 
 def fail(msg):

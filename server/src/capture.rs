@@ -172,8 +172,16 @@ impl Capture {
         m.model_version = r.model_version.map(|v| v.to_string());
     }
 
-    /// Token counts and time to first token of a finished generation.
-    pub fn generation(&mut self, prompt_tokens: usize, completion_tokens: usize, ttft: Option<Duration>) {
+    /// Token counts, time to first token and mean token log-probability of a finished
+    /// generation.
+    pub fn generation(
+        &mut self,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        ttft: Option<Duration>,
+        mean_logprob: Option<f64>,
+    ) {
+        self.record.request_metadata.response_mean_logprob = mean_logprob;
         self.record.prompt_tokens = Some(saturating_i32(prompt_tokens));
         self.record.completion_tokens = Some(saturating_i32(completion_tokens));
         self.record.ttft_ms = ttft.map(|d| d.as_millis() as i64);

@@ -109,6 +109,14 @@ pub fn token_counts(choices: &[Choice], n: usize) -> (usize, usize) {
     (prompt, choices.iter().map(|c| c.usage.completion_tokens).sum())
 }
 
+/// Mean log-probability of every token the choices generated (the inference table's
+/// `response_mean_logprob`); `None` when they generated nothing.
+pub fn mean_logprob(choices: &[Choice]) -> Option<f64> {
+    let n: usize = choices.iter().map(|c| c.logprobs.len()).sum();
+    let sum: f64 = choices.iter().flat_map(|c| &c.logprobs).map(|&x| f64::from(x)).sum();
+    (n > 0 && sum.is_finite()).then(|| sum / n as f64)
+}
+
 /// Runs all choices to the end (504 past the deadline, aborting them).
 pub async fn run_to_end(lease: &Lease, p: &Prepared, ctx: &GenCtx) -> Result<Vec<Choice>, ApiError> {
     let streams = submit_all(lease, p)?;
@@ -310,7 +318,7 @@ impl StreamState {
     fn take_capture(&mut self) -> Option<Capture> {
         let mut cap = self.capture.take()?;
         let (prompt, completion) = self.counts();
-        cap.generation(prompt, completion, self.ctx.ttft());
+        cap.generation(prompt, completion, self.ctx.ttft(), mean_logprob(&self.choices));
         Some(cap)
     }
 }

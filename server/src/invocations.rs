@@ -166,7 +166,7 @@ async fn score(
         Ok(choices) => {
             if let Some(cap) = capture {
                 let (prompt, completion) = generation::token_counts(&choices, prepared.n);
-                cap.generation(prompt, completion, ctx.ttft());
+                cap.generation(prompt, completion, ctx.ttft(), generation::mean_logprob(&choices));
             }
             let preds: Vec<String> = choices.into_iter().map(|c| c.text).collect();
             routed.mark(Json(json!({ "predictions": preds })).into_response())

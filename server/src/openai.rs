@@ -153,7 +153,7 @@ pub async fn serve_llm(
         generation::run_to_end(&lease, &prepared, &ctx).await.map(|c| {
             if let Some(cap) = capture.as_mut() {
                 let (prompt, completion) = generation::token_counts(&c, prepared.n);
-                cap.generation(prompt, completion, ctx.ttft());
+                cap.generation(prompt, completion, ctx.ttft(), generation::mean_logprob(&c));
             }
             Json(shape.full(&c, prepared.n)).into_response()
         })

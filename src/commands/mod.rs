@@ -4,6 +4,7 @@ pub mod batch;
 pub mod bench;
 pub mod engine_args;
 pub mod generate;
+pub mod monitor;
 pub mod pull;
 pub mod registry;
 pub mod serve;
@@ -16,6 +17,9 @@ use keel_runtime::loader::LoadedModel;
 /// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.downcast_ref::<monitor::Breached>().is_some() {
+            return 1;
+        }
         if cause.downcast_ref::<BadModelArg>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
             return 2;
         }

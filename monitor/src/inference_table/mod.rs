@@ -24,5 +24,5 @@ pub mod record;
 pub mod wal;
 pub mod writer;
 
-pub use record::{InferenceRecord, RequestMetadata};
+pub use record::{format_date, InferenceRecord, RequestMetadata};
 pub use writer::{Ack, CaptureOptions, CaptureWriter, Dropped};

@@ -68,7 +68,7 @@ pub fn to_batch(records: &[&InferenceRecord]) -> io::Result<RecordBatch> {
     for r in records {
         for (k, v) in r.request_metadata.entries() {
             metadata.keys().append_value(k);
-            metadata.values().append_option(v);
+            metadata.values().append_option(v.as_deref());
         }
         metadata.append(true).map_err(arrow_err)?;
     }
@@ -213,7 +213,7 @@ mod tests {
             assert_eq!(ttft.is_null(i), r.ttft_ms.is_none());
             assert_eq!(b.column(8).as_string::<i32>().value(i), r.response);
         }
-        // The map: four keys per row, model_version null where unknown.
+        // The map: five keys per row, model_version null where unknown.
         let m = b.column(9).as_any().downcast_ref::<MapArray>().unwrap();
         let row0 = m.value(0);
         let keys = row0.column(0).as_string::<i32>();
@@ -226,7 +226,8 @@ mod tests {
                 ("endpoint_name", Some("default")),
                 ("model_name", Some("tiny")),
                 ("model_version", Some("3")),
-                ("served_entity_name", Some("tiny-3"))
+                ("served_entity_name", Some("tiny-3")),
+                ("response_mean_logprob", Some("-0"))
             ]
         );
         assert!(m.value(1).column(1).is_null(2), "record 1 has no model version");

@@ -22,17 +22,40 @@ pub struct RequestMetadata {
     pub model_version: Option<String>,
     /// `None` when the request failed before an entity was chosen (rate limit, drain).
     pub served_entity_name: Option<String>,
+    /// keel's extension: the mean natural-log probability the served model gave the
+    /// tokens it generated (every choice), from which the monitor derives the model's
+    /// perplexity of its own answer; `None` when nothing was generated. (`serde(default)`:
+    /// WAL records written before the field existed still replay.)
+    #[serde(default)]
+    pub response_mean_logprob: Option<f64>,
 }
 
 impl RequestMetadata {
     /// The map's entries in a fixed order (every key always present; values may be null).
-    pub fn entries(&self) -> [(&'static str, Option<&str>); 4] {
+    /// `response_mean_logprob` is written with Rust's shortest round-trip float format.
+    pub fn entries(&self) -> [(&'static str, Option<String>); 5] {
         [
-            ("endpoint_name", Some(self.endpoint_name.as_str())),
-            ("model_name", self.model_name.as_deref()),
-            ("model_version", self.model_version.as_deref()),
-            ("served_entity_name", self.served_entity_name.as_deref()),
+            ("endpoint_name", Some(self.endpoint_name.clone())),
+            ("model_name", self.model_name.clone()),
+            ("model_version", self.model_version.clone()),
+            ("served_entity_name", self.served_entity_name.clone()),
+            ("response_mean_logprob", self.response_mean_logprob.map(|x| x.to_string())),
         ]
+    }
+
+    /// Sets the entry `key` as read back from a table; unknown keys are ignored, and a
+    /// `response_mean_logprob` that is not a finite number reads as null.
+    pub fn set(&mut self, key: &str, value: Option<String>) {
+        match key {
+            "endpoint_name" => self.endpoint_name = value.unwrap_or_default(),
+            "model_name" => self.model_name = value,
+            "model_version" => self.model_version = value,
+            "served_entity_name" => self.served_entity_name = value,
+            "response_mean_logprob" => {
+                self.response_mean_logprob = value.and_then(|v| v.parse::<f64>().ok()).filter(|x| x.is_finite())
+            }
+            _ => {}
+        }
     }
 }
 

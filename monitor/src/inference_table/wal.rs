@@ -140,6 +140,7 @@ pub(crate) mod tests {
                 model_name: Some("tiny".into()),
                 model_version: (i % 3 == 0).then(|| "3".into()),
                 served_entity_name: Some("tiny-3".into()),
+                response_mean_logprob: (i % 5 != 4).then_some(-0.25 * i as f64),
             },
             prompt_tokens: (i % 5 != 4).then_some(i as i32),
             completion_tokens: (i % 5 != 4).then_some(2 * i as i32),
