@@ -184,6 +184,35 @@ fn drift_scenario_breaches_only_when_the_prompts_change() {
     // Per model version rows exist too (model_id = name:version).
     assert!(drift.iter().any(|r| r.model_id == "summarizer:2"), "no per-version drift rows");
 
+    // BASELINE drift against hour 0's part (an inference-table file used as the baseline):
+    // hour 0 equals it, hour 1 is close, hour 2 breaches.
+    let baseline = table.join("date=2026-11-02/part-a.parquet");
+    let baseline = baseline.to_str().unwrap();
+    let out = ok(&home, &[&["monitor", "drift", "--table", "chat_payload", "--baseline", baseline][..], &g].concat());
+    assert!(out.contains("3 window(s)") && out.contains("BASELINE"), "{out}");
+    let o = runtime(
+        &home,
+        &["monitor", "check", "--table", "chat_payload", "--rule", rule, "--drift-type", "baseline", "--all-windows"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let verdicts: Vec<bool> =
+        text(&o).lines().filter(|l| l.contains(rule)).map(|l| l.trim_start().starts_with("BREACHED")).collect();
+    assert_eq!(verdicts, [false, false, true], "{}", text(&o));
+    let drift = read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table");
+    let hour0 = drift
+        .iter()
+        .find(|r| r.drift_type == "BASELINE" && r.window.start_ms == T0 && r.model_id == ":all" && r.column_name == "prompt_length")
+        .expect("baseline row for hour 0");
+    assert_eq!((hour0.window_cmp, hour0.js_distance, hour0.ks_test.map(|k| k.0)), (None, Some(0.0), Some(0.0)));
+    // The profile of the baseline itself: log_type BASELINE rows.
+    ok(&home, &[&["monitor", "profile", "--table", "chat_payload", "--baseline", baseline][..], &g].concat());
+    let profile = read_profile(&home.join("tables/chat_payload_profile_metrics")).unwrap();
+    let base = profile
+        .iter()
+        .find(|r| r.log_type == "BASELINE" && r.model_id == ":all" && r.slice_key.is_none() && r.column_name == ":table")
+        .expect("baseline profile");
+    assert_eq!(base.count, ROWS_PER_HOUR as i64);
+
     // The report shows the three windows and names the drifted columns.
     let report = ok(&home, &["monitor", "report", "--table", "chat_payload"]);
     eprintln!("{report}");
