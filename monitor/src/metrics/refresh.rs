@@ -9,6 +9,9 @@
 //! immutable and a row's `date=` partition is its timestamp's day, so this is exact.
 //! Changing the slice keys recomputes every window of that granularity.
 //!
+//! Memory: a profile run holds the rows of the windows it recomputes; a drift run holds
+//! every row of the table, without the prompt and response texts.
+//!
 //! Crash safety: window files are written atomically before the state, which is itself
 //! written atomically; a run killed in between recomputes the same windows next time
 //! (the files are replaced, never duplicated).
@@ -84,18 +87,27 @@ fn window_file(g: Granularity, w: Window) -> String {
 }
 
 /// Unpacked rows of `parts`, bucketed by window (only windows in `keep`, if given).
+/// Without `keep_text`, the text columns keep only whether they were null (drift uses
+/// nothing else of them), so a whole table's rows fit in memory.
 fn rows_by_window(
     table: &Path,
     parts: &[&Part],
     g: Granularity,
     keep: Option<&BTreeSet<Window>>,
+    keep_text: bool,
 ) -> io::Result<BTreeMap<Window, Vec<UnpackedRow>>> {
     let mut by_window: BTreeMap<Window, Vec<UnpackedRow>> = BTreeMap::new();
     for part in parts {
         for r in read_part(table, part)? {
             let w = g.window_of(r.timestamp_ms);
             if keep.is_none_or(|k| k.contains(&w)) {
-                by_window.entry(w).or_default().push(unpack(&r));
+                let mut row = unpack(&r);
+                if !keep_text {
+                    for t in row.text.iter_mut().flatten() {
+                        *t = String::new();
+                    }
+                }
+                by_window.entry(w).or_default().push(row);
             }
         }
     }
@@ -148,7 +160,7 @@ pub fn profile(
             .flat_map(|w| (w.start_ms.div_euclid(DAY_MS)..=(w.end_ms - 1).div_euclid(DAY_MS)).map(|d| d as i32))
             .collect();
         let needed: Vec<&Part> = parts.iter().filter(|p| days.contains(&p.day)).collect();
-        let by_window = rows_by_window(table, &needed, g, Some(&dirty))?;
+        let by_window = rows_by_window(table, &needed, g, Some(&dirty), true)?;
         for (w, rows) in &by_window {
             let refs: Vec<&UnpackedRow> = rows.iter().collect();
             let metric_rows = profile_rows(*w, &key, input_log_type(), &group(&refs, slices));
@@ -217,9 +229,14 @@ pub fn drift(
     if parts.is_empty() {
         return Err(no_rows(table));
     }
-    let base_rows = baseline.map(read_baseline).transpose()?;
+    let base_rows = baseline.map(read_baseline).transpose()?.map(|mut rows| {
+        for t in rows.iter_mut().flat_map(|r| r.text.iter_mut().flatten()) {
+            *t = String::new();
+        }
+        rows
+    });
     let all: Vec<&Part> = parts.iter().collect();
-    let by_window = rows_by_window(table, &all, g, None)?;
+    let by_window = rows_by_window(table, &all, g, None, false)?;
     let key = g.to_string();
     let base_refs: Vec<&UnpackedRow> = base_rows.iter().flatten().collect();
     let base_groups = group(&base_refs, slices);
