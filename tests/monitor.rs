@@ -201,15 +201,51 @@ fn drift_scenario_breaches_only_when_the_prompts_change() {
     let drift = read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table");
     let hour0 = drift
         .iter()
-        .find(|r| r.drift_type == "BASELINE" && r.window.start_ms == T0 && r.model_id == ":all" && r.column_name == "prompt_length")
+        .find(|r| {
+            r.drift_type == "BASELINE"
+                && r.window.start_ms == T0
+                && r.model_id == ":all"
+                && r.column_name == "prompt_length"
+        })
         .expect("baseline row for hour 0");
     assert_eq!((hour0.window_cmp, hour0.js_distance, hour0.ks_test.map(|k| k.0)), (None, Some(0.0), Some(0.0)));
+    // `runtime monitor unpack` of a table holding the same rows as hour 0 is an equivalent
+    // baseline: same BASELINE drift for every window.
+    let baseline_js = |drift: &[keel_monitor::metrics::tables::DriftRow]| -> Vec<(i64, Option<f64>, Option<f64>)> {
+        let mut v: Vec<_> = drift
+            .iter()
+            .filter(|r| {
+                r.drift_type == "BASELINE"
+                    && r.model_id == ":all"
+                    && r.slice_key.is_none()
+                    && r.column_name == "prompt_length"
+            })
+            .map(|r| (r.window.start_ms, r.js_distance, r.ks_test.map(|k| k.1)))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    let from_part = baseline_js(&drift);
+    write_hour(&home.join("tables/base_payload"), 0, SHORT, FAST, 1, "a");
+    let unpacked = home.join("base.parquet");
+    let out = ok(&home, &["monitor", "unpack", "--table", "base_payload", "--output", unpacked.to_str().unwrap()]);
+    assert!(out.contains(&format!("{ROWS_PER_HOUR} rows")), "{out}");
+    ok(
+        &home,
+        &[&["monitor", "drift", "--table", "chat_payload", "--baseline", unpacked.to_str().unwrap()][..], &g].concat(),
+    );
+    let drift2 = read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table");
+    assert_eq!(baseline_js(&drift2), from_part);
+    assert_eq!(from_part.len(), 3);
+
     // The profile of the baseline itself: log_type BASELINE rows.
     ok(&home, &[&["monitor", "profile", "--table", "chat_payload", "--baseline", baseline][..], &g].concat());
     let profile = read_profile(&home.join("tables/chat_payload_profile_metrics")).unwrap();
     let base = profile
         .iter()
-        .find(|r| r.log_type == "BASELINE" && r.model_id == ":all" && r.slice_key.is_none() && r.column_name == ":table")
+        .find(|r| {
+            r.log_type == "BASELINE" && r.model_id == ":all" && r.slice_key.is_none() && r.column_name == ":table"
+        })
         .expect("baseline profile");
     assert_eq!(base.count, ROWS_PER_HOUR as i64);
 

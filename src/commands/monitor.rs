@@ -1,4 +1,4 @@
-//! `runtime monitor profile|drift|check|report`: Lakehouse-Monitoring-style metrics over
+//! `runtime monitor profile|drift|check|report|unpack`: Lakehouse-Monitoring-style metrics over
 //! an inference table (SPEC.md §6.2), computed by `keel_monitor::metrics`.
 //!
 //! `--table` is a table name under `$KEEL_HOME/tables/` (`chat_payload`) or a path;
@@ -31,6 +31,17 @@ enum MonitorCommand {
     Check(CheckArgs),
     /// A readable summary of the latest windows.
     Report(ReportArgs),
+    /// Write one row per request with its profiled columns (usable as a --baseline).
+    Unpack(UnpackArgs),
+}
+
+#[derive(Args)]
+struct UnpackArgs {
+    #[command(flatten)]
+    table: TableArg,
+    /// The Parquet file to write.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -105,6 +116,13 @@ pub fn run(a: MonitorArgs) -> Result<()> {
         MonitorCommand::Drift(c) => compute(c, true),
         MonitorCommand::Check(c) => check(c),
         MonitorCommand::Report(r) => report(r),
+        MonitorCommand::Unpack(u) => {
+            let dir = table_dir(&u.table)?;
+            let n = metrics::unpacked_table::write_unpacked(&dir, &u.output)
+                .with_context(|| format!("unpacking {}", dir.display()))?;
+            println!("{n} rows → {}", u.output.display());
+            Ok(())
+        }
     }
 }
 
