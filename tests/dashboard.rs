@@ -4,7 +4,9 @@
 //! `tools/browser/dashboard_check.mjs` (playwright-core over the DevTools protocol):
 //! the page asks for the token, lists the endpoint and its entity, streams playground
 //! answers with token counts and timings, draws live-metrics charts with data points,
-//! shows the Monitoring tab's empty state, and saves a screenshot of each tab.
+//! shows an inference table's profile and drift metrics in the Monitoring tab (a table
+//! written with keel-monitor's Parquet code, metrics computed by the real `runtime monitor
+//! profile` / `drift`), and saves a screenshot of each tab.
 //!
 //! Needs node, Chromium (`/usr/bin/chromium` or `KEEL_CHROMIUM`) and
 //! `tools/browser/node_modules` (`npm ci` there); tools/test.sh installs them. Without
@@ -14,6 +16,8 @@
 
 mod serve_common;
 
+use keel_monitor::inference_table::parquet_part::{part_path, write_part};
+use keel_monitor::inference_table::{InferenceRecord, RequestMetadata};
 use serve_common::{config_file, scratch, tiny_str, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,6 +65,55 @@ traffic_percentage = 20
         tiny_str()
     ));
     (home, config)
+}
+
+/// Requests in the two windows of the demo inference table (the latter is the latest).
+const DEMO_ROWS: [usize; 2] = [12, 8];
+
+/// `$KEEL_HOME/tables/demo_payload`: an hour of short prompts then an hour of long ones
+/// (2026-11-02 10:00 and 11:00 UTC), profiled and drift-checked by hourly windows with the
+/// real `runtime monitor`.
+fn demo_inference_table(home: &Path) {
+    let table = home.join("tables/demo_payload");
+    let t0: i64 = 20_759 * 86_400_000 + 10 * 3_600_000;
+    for (hour, &n) in DEMO_ROWS.iter().enumerate() {
+        let recs: Vec<InferenceRecord> = (0..n)
+            .map(|i| {
+                let words = if hour == 0 { 4 + i % 5 } else { 60 + 3 * i };
+                let prompt = vec!["token"; words].join(" ");
+                InferenceRecord {
+                    databricks_request_id: format!("req-{hour}-{i}"),
+                    client_request_id: None,
+                    timestamp_ms: t0 + hour as i64 * 3_600_000 + i as i64 * 60_000,
+                    status_code: if i == 0 { 429 } else { 200 },
+                    execution_time_ms: 40 + 5 * words as i64,
+                    sampling_fraction: 1.0,
+                    request: serde_json::json!({"messages": [{"role": "user", "content": prompt}]}).to_string(),
+                    response: serde_json::json!({"choices": [{"message": {"role": "assistant", "content": "A short answer."}, "finish_reason": "stop"}]}).to_string(),
+                    request_metadata: RequestMetadata {
+                        endpoint_name: "default".into(),
+                        model_name: Some("tiny-chat".into()),
+                        model_version: Some("1".into()),
+                        served_entity_name: Some("champion".into()),
+                        response_mean_logprob: Some(-1.25),
+                    },
+                    prompt_tokens: Some(words as i32 + 6),
+                    completion_tokens: Some(4),
+                    ttft_ms: Some(12),
+                }
+            })
+            .collect();
+        let refs: Vec<&InferenceRecord> = recs.iter().collect();
+        write_part(&part_path(&table, recs[0].date_days(), &format!("h{hour}")), &refs).expect("demo part");
+    }
+    for cmd in ["profile", "drift"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runtime"))
+            .args(["monitor", cmd, "--table", "demo_payload", "--granularity", "1 hour"])
+            .env("KEEL_HOME", home)
+            .output()
+            .expect("runtime monitor runs");
+        assert!(out.status.success(), "monitor {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// node, Chromium and playwright-core, or why not.
@@ -117,6 +170,7 @@ async fn dashboard_in_headless_chromium() {
         Err(_) => Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots"),
     };
     let (home, config) = registry_and_config();
+    demo_inference_table(&home);
     let home = home.to_str().expect("utf-8 path");
     let s = Server::spawn_with_env(
         &["--config", config.to_str().expect("utf-8 path")],
@@ -129,6 +183,8 @@ async fn dashboard_in_headless_chromium() {
         .args([s.base.as_str(), TOKEN])
         .arg(&shots)
         .env("KEEL_CHROMIUM", &chromium)
+        .env("KEEL_MONITOR_TABLE", "demo_payload")
+        .env("KEEL_MONITOR_LATEST_ROWS", DEMO_ROWS[1].to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

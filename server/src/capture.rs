@@ -47,6 +47,11 @@ impl Captures {
         Captures { dir, options: CaptureOptions::default(), writers: Mutex::new(HashMap::new()) }
     }
 
+    /// `<data_dir>/tables`, where inference tables and their metric tables live.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
     fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CaptureWriter>>> {
         self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }

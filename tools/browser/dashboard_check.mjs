@@ -179,13 +179,27 @@ try {
     await page.screenshot({ path: join(shots, "dashboard-metrics.png"), fullPage: true });
   });
 
-  await step("monitoring: says there are no tables yet", async () => {
+  await step("monitoring: the inference table with its profile and drift", async () => {
+    const table = process.env.KEEL_MONITOR_TABLE || "demo_payload";
+    const latestRows = Number(process.env.KEEL_MONITOR_LATEST_ROWS || 0);
     await page.click('a[data-tab="monitoring"]');
-    const empty = page.locator("#monitoring-empty");
-    await empty.waitFor();
-    const t = await empty.innerText();
-    check(t.includes("No monitoring tables yet") && t.includes("auto_capture_config"), "empty state: " + t);
-    await page.screenshot({ path: join(shots, "dashboard-monitoring.png") });
+    const card = page.locator(`article.monitor-table[data-table="${table}"]`);
+    await card.waitFor();
+    const head = await card.locator("header").innerText();
+    check(head.includes(table) && head.includes("2 part(s)"), "table header: " + head);
+    // Latest window first, all models first: its request count is the table's latest hour.
+    const first = card.locator("table.profile-windows tbody tr").first();
+    check((await first.getAttribute("data-model")) === ":all", "first profile row is all models");
+    const requests = Number(await first.locator("td.requests").innerText());
+    check(requests === latestRows, `latest window has ${requests} requests, expected ${latestRows}`);
+    check(await card.locator('table.profile-windows tr[data-model="tiny-chat:1"]').count() >= 2, "per-model rows");
+    // The prompts got much longer: prompt_length drift is marked above the threshold.
+    const prompt = card.locator('table.drift-rows tr[data-column="prompt_length"]');
+    await prompt.waitFor();
+    check(await prompt.locator("td.drift-high").count() === 1, "prompt_length js_distance is marked");
+    const group = await card.locator(".drift-group").first().innerText();
+    check(group.includes("CONSECUTIVE drift of window") && group.includes("against window"), "drift heading: " + group);
+    await page.screenshot({ path: join(shots, "dashboard-monitoring.png"), fullPage: true });
   });
 
   await step("a reload keeps the token for this tab; no dialog", async () => {

@@ -728,9 +728,104 @@ tabHooks.metrics = renderMetrics;
 // 9. Monitoring tab
 // ---------------------------------------------------------------------------
 //
-// Profile and drift metrics come from the inference tables (SPEC §6.1–6.2). The route
-// lists them; until the monitor lands it lists none, and this tab says how to get some.
-// Nothing here is made up.
+// The route lists the inference tables on disk with the latest windows of the profile
+// metrics and the latest drift rows that `runtime monitor profile` / `drift` computed
+// (SPEC §6.1–6.2). A table without metrics shows the command that computes them.
+// Nothing here is made up: every figure is a value of those tables.
+
+/** js_distance above which a drift cell is marked (the README's example rule). */
+const DRIFT_THRESHOLD = 0.2;
+
+function fmtUtc(ms) {
+  if (ms === null || ms === undefined) return "–";
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function captureTable(endpoints) {
+  if (!endpoints || !endpoints.length) return null;
+  return el("table", { class: "grid" },
+    el("thead", {}, el("tr", {}, el("th", {}, "endpoint"), el("th", {}, "auto_capture_config"))),
+    el("tbody", {}, endpoints.map((e) => el("tr", {}, el("td", {}, e.name),
+      el("td", {}, e.auto_capture_config && e.auto_capture_config.enabled
+        ? `enabled (${e.auto_capture_config.table_name_prefix || e.name}_payload` +
+          (e.auto_capture_config.sampling_fraction ? `, sampling ${e.auto_capture_config.sampling_fraction}` : "") + ")"
+        : "off")))));
+}
+
+function commandHint(what, cmd) {
+  return el("p", { class: "muted hint" }, what + " not computed yet: ", el("code", {}, cmd));
+}
+
+function profileSection(t, granularity) {
+  const p = t.profile;
+  if (!p) return commandHint("Profile metrics", `runtime monitor profile --table ${t.name} --granularity "1 hour"`);
+  const rows = p.windows.filter((w) => w.granularity === granularity);
+  return el("div", { class: "profile" },
+    el("h4", {}, `Latest windows (${granularity}, UTC)`),
+    el("table", { class: "grid profile-windows" },
+      el("thead", {}, el("tr", {}, ["window", "model", "requests", "errors %", "latency p50", "latency avg",
+        "TTFT p50", "prompt tok", "compl. tok", "FK grade", "perplexity p50"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.map((w) => el("tr", { "data-window-start": w.start_ms, "data-model": w.model_id },
+        el("td", {}, w.model_id === ":all" ? fmtUtc(w.start_ms) : ""),
+        el("td", {}, w.model_id === ":all" ? "all models" : w.model_id),
+        el("td", { class: "num requests" }, String(w.requests)),
+        el("td", { class: "num" }, fmtNumber(w.error_percent)),
+        el("td", { class: "num" }, fmtMs(w.latency_p50_ms)),
+        el("td", { class: "num" }, fmtMs(w.latency_avg_ms)),
+        el("td", { class: "num" }, fmtMs(w.ttft_p50_ms)),
+        el("td", { class: "num" }, fmtNumber(w.prompt_tokens_avg)),
+        el("td", { class: "num" }, fmtNumber(w.completion_tokens_avg)),
+        el("td", { class: "num" }, fmtNumber(w.fk_grade_avg)),
+        el("td", { class: "num" }, fmtNumber(w.perplexity_p50)))))));
+}
+
+function driftSection(t, granularity) {
+  const d = t.drift;
+  if (!d) return commandHint("Drift metrics", `runtime monitor drift --table ${t.name} --granularity "1 hour"`);
+  const rows = d.rows.filter((r) => r.granularity === granularity);
+  if (!rows.length) return el("p", { class: "muted hint" }, `No drift rows at ${granularity} yet (CONSECUTIVE drift needs two windows with rows).`);
+  const types = [...new Set(rows.map((r) => r.drift_type))];
+  return el("div", { class: "drift" }, types.map((dt) => {
+    const rs = rows.filter((r) => r.drift_type === dt);
+    const against = rs[0].cmp_start_ms === null || rs[0].cmp_start_ms === undefined ? "the baseline" : "window " + fmtUtc(rs[0].cmp_start_ms);
+    return el("div", { class: "drift-group", "data-drift-type": dt },
+      el("h4", {}, `${dt} drift of window ${fmtUtc(rs[0].start_ms)} against ${against} (all models)`),
+      el("table", { class: "grid drift-rows" },
+        el("thead", {}, el("tr", {}, ["column", "JS distance", "PSI", "KS statistic", "KS p-value", "χ² p-value", "avg Δ"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rs.map((r) => el("tr", { "data-column": r.column },
+          el("td", {}, r.column),
+          el("td", { class: "num" + (r.js_distance > DRIFT_THRESHOLD ? " drift-high" : "") }, fmtNumber(r.js_distance, 3)),
+          el("td", { class: "num" }, fmtNumber(r.population_stability_index)),
+          el("td", { class: "num" }, fmtNumber(r.ks_statistic)),
+          el("td", { class: "num" }, r.ks_pvalue === null || r.ks_pvalue === undefined ? "–" : r.ks_pvalue.toExponential(1)),
+          el("td", { class: "num" }, r.chi_squared_pvalue === null || r.chi_squared_pvalue === undefined ? "–" : r.chi_squared_pvalue.toExponential(1)),
+          el("td", { class: "num" }, fmtNumber(r.avg_delta)))))));
+  }), el("p", { class: "muted legend" }, el("span", { class: "drift-high" }, "marked"),
+    ` cells: JS distance > ${DRIFT_THRESHOLD}. Alert from cron or CI with `,
+    el("code", {}, `runtime monitor check --table ${t.name} --rule "js_distance(response_length) > ${DRIFT_THRESHOLD}"`), "."));
+}
+
+const monitorState = { granularity: {} };
+
+function tableCard(t) {
+  const grans = (t.profile && t.profile.granularities) || [...new Set(((t.drift && t.drift.rows) || []).map((r) => r.granularity))];
+  let g = monitorState.granularity[t.name];
+  if (!grans.includes(g)) g = grans[0];
+  monitorState.granularity[t.name] = g;
+  const body = el("div", { class: "table-metrics" });
+  const render = () => body.replaceChildren(profileSection(t, g), driftSection(t, g));
+  const picker = grans.length > 1 ? el("select", { class: "granularity", "aria-label": "granularity" },
+    grans.map((x) => el("option", { value: x, selected: x === g }, x))) : null;
+  if (picker) picker.addEventListener("change", () => { g = picker.value; monitorState.granularity[t.name] = g; render(); });
+  render();
+  return el("article", { class: "card monitor-table", "data-table": t.name },
+    el("header", {}, el("h3", {}, t.name), picker,
+      el("span", { class: "muted" },
+        `${fmtNumber(t.rows)} rows in ${t.parts} part(s); last request ${fmtUtc(t.last_request_ms)} UTC; ` +
+        (t.endpoints && t.endpoints.length ? "written by " + t.endpoints.join(", ") : "no endpoint of this server writes it"))),
+    t.error ? el("p", { class: "error" }, t.error) : null,
+    body);
+}
 
 async function refreshMonitoring() {
   const box = $("monitoring-body");
@@ -738,31 +833,24 @@ async function refreshMonitoring() {
   try {
     j = await apiJson("/api/2.0/keel/monitoring");
   } catch (e) {
-    if (e.status !== 404) {
-      box.replaceChildren(el("p", { class: "error" }, "Cannot read monitoring status: " + e.message));
-      return;
-    }
+    box.replaceChildren(el("p", { class: "error" }, "Cannot read monitoring status: " + e.message));
+    return;
   }
   const tables = (j && j.tables) || [];
   box.dataset.tables = String(tables.length);
   if (!tables.length) {
     box.replaceChildren(el("div", { class: "card empty", id: "monitoring-empty" },
-      el("h3", {}, "No monitoring tables yet"),
-      el("p", {}, (j && j.message) || "This server has no inference tables or profile/drift metrics."),
-      el("p", {}, "Once keel writes them: enable ", el("code", {}, "auto_capture_config"),
+      el("h3", {}, "No inference tables yet"),
+      el("p", {}, j.message || ""),
+      el("p", {}, "Enable ", el("code", {}, "auto_capture_config"),
         " on an endpoint (each request is then logged to ", el("code", {}, "<prefix>_payload"),
-        "), and compute metrics with ", el("code", {}, "runtime monitor profile"), " / ",
-        el("code", {}, "runtime monitor drift"), ". They will show here."),
-      j && j.endpoints && j.endpoints.length ? el("table", { class: "grid" },
-        el("thead", {}, el("tr", {}, el("th", {}, "endpoint"), el("th", {}, "auto_capture_config"))),
-        el("tbody", {}, j.endpoints.map((e) => el("tr", {}, el("td", {}, e.name),
-          el("td", {}, e.auto_capture_config && e.auto_capture_config.enabled
-            ? `enabled (${e.auto_capture_config.table_name_prefix || e.name}_payload)` : "off"))))) : null));
+        "), then compute metrics with ", el("code", {}, "runtime monitor profile"), " and ",
+        el("code", {}, "runtime monitor drift"), ". They show here."),
+      captureTable(j.endpoints)));
     return;
   }
-  box.replaceChildren(el("table", { class: "grid" },
-    el("thead", {}, el("tr", {}, ["table", "kind", "endpoint"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, tables.map((t) => el("tr", {}, el("td", {}, t.name), el("td", {}, t.kind || ""), el("td", {}, t.endpoint || ""))))));
+  box.replaceChildren(...tables.map(tableCard),
+    el("div", { class: "card" }, el("h3", {}, "Capture"), captureTable(j.endpoints)));
 }
 
 tabHooks.monitoring = refreshMonitoring;
