@@ -97,6 +97,18 @@ fn record(rng: &mut Rng, ts: i64, prompt: (u64, u64), latency: (u64, u64), model
     }
 }
 
+/// A baseline Parquet file with a single profiled column, `prompt_length`.
+fn write_prompt_lengths(path: &Path, values: &[f64]) {
+    use arrow::array::{ArrayRef, Float64Array, RecordBatch};
+    let col: ArrayRef = std::sync::Arc::new(Float64Array::from(values.to_vec()));
+    let batch = RecordBatch::try_from_iter([("prompt_length", col)]).expect("batch");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), None)
+            .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+}
+
 /// Writes one part of `ROWS_PER_HOUR` rows in hour `hour` after T0.
 fn write_hour(table: &Path, hour: i64, prompt: (u64, u64), latency: (u64, u64), seed: u64, segment: &str) {
     let mut rng = Rng(seed);
@@ -211,32 +223,72 @@ fn drift_scenario_breaches_only_when_the_prompts_change() {
     assert_eq!((hour0.window_cmp, hour0.js_distance, hour0.ks_test.map(|k| k.0)), (None, Some(0.0), Some(0.0)));
     // `runtime monitor unpack` of a table holding the same rows as hour 0 is an equivalent
     // baseline: same BASELINE drift for every window.
-    let baseline_js = |drift: &[keel_monitor::metrics::tables::DriftRow]| -> Vec<(i64, Option<f64>, Option<f64>)> {
+    // Per model and per slice too: the unpacked file keeps model_id and the slice columns.
+    type Key = (String, Option<String>, i64);
+    let baseline_js = |drift: &[keel_monitor::metrics::tables::DriftRow]| -> Vec<(Key, Option<f64>, Option<f64>)> {
         let mut v: Vec<_> = drift
             .iter()
-            .filter(|r| {
-                r.drift_type == "BASELINE"
-                    && r.model_id == ":all"
-                    && r.slice_key.is_none()
-                    && r.column_name == "prompt_length"
+            .filter(|r| r.drift_type == "BASELINE" && r.column_name == "prompt_length")
+            .map(|r| {
+                let key = (r.model_id.clone(), r.slice_value.clone(), r.window.start_ms);
+                (key, r.js_distance, r.ks_test.map(|k| k.1))
             })
-            .map(|r| (r.window.start_ms, r.js_distance, r.ks_test.map(|k| k.1)))
             .collect();
-        v.sort_by_key(|x| x.0);
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    let from_part = baseline_js(&drift);
+    let sliced = [&["monitor", "drift", "--table", "chat_payload", "--slice", "status_code"][..], &g].concat();
+    ok(&home, &[&sliced[..], &["--baseline", baseline]].concat());
+    let from_part = baseline_js(&read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table"));
     write_hour(&home.join("tables/base_payload"), 0, SHORT, FAST, 1, "a");
     let unpacked = home.join("base.parquet");
     let out = ok(&home, &["monitor", "unpack", "--table", "base_payload", "--output", unpacked.to_str().unwrap()]);
     assert!(out.contains(&format!("{ROWS_PER_HOUR} rows")), "{out}");
-    ok(
-        &home,
-        &[&["monitor", "drift", "--table", "chat_payload", "--baseline", unpacked.to_str().unwrap()][..], &g].concat(),
-    );
+    ok(&home, &[&sliced[..], &["--baseline", unpacked.to_str().unwrap()]].concat());
     let drift2 = read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table");
     assert_eq!(baseline_js(&drift2), from_part);
-    assert_eq!(from_part.len(), 3);
+    // 3 windows × (:all, summarizer:1, summarizer:2) × (unsliced, 200, 503).
+    assert_eq!(from_part.len(), 27, "{from_part:?}");
+    assert!(from_part.iter().any(|(k, _, _)| k.0 == "summarizer:2" && k.1.as_deref() == Some("200")));
+
+    // A baseline file with only some profiled columns: the others have no deltas (not a
+    // 100 % null baseline) and no baseline profile rows.
+    let partial = home.join("partial.parquet");
+    write_prompt_lengths(&partial, &[20.0, 40.0, 60.0]);
+    ok(&home, &[&sliced[..], &["--baseline", partial.to_str().unwrap()]].concat());
+    let drift3 = read_drift(&home.join("tables/chat_payload_drift_metrics")).expect("drift table");
+    let base3 = |c: &str| {
+        drift3
+            .iter()
+            .find(|r| r.drift_type == "BASELINE" && r.model_id == ":all" && r.slice_key.is_none() && r.column_name == c)
+            .unwrap_or_else(|| panic!("no BASELINE row for {c}"))
+            .clone()
+    };
+    let absent = base3("response_length");
+    assert_eq!((absent.percent_null_delta, absent.avg_delta, absent.js_distance), (None, None, None), "{absent:?}");
+    let present = base3("prompt_length");
+    assert!(present.js_distance.is_some() && present.percent_null_delta == Some(0.0), "{present:?}");
+    let o = runtime(
+        &home,
+        &[
+            "monitor",
+            "profile",
+            "--table",
+            "chat_payload",
+            "--baseline",
+            partial.to_str().unwrap(),
+            "--granularity",
+            "1 hour",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let columns: std::collections::BTreeSet<String> = read_profile(&home.join("tables/chat_payload_profile_metrics"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.log_type == "BASELINE")
+        .map(|r| r.column_name)
+        .collect();
+    assert_eq!(columns, [":table", "prompt_length"].map(String::from).into(), "{columns:?}");
 
     // The profile of the baseline itself: log_type BASELINE rows.
     ok(&home, &[&["monitor", "profile", "--table", "chat_payload", "--baseline", baseline][..], &g].concat());
@@ -356,6 +408,37 @@ fn mistakes_are_exit_2_with_the_argument_named() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
     }
+    // Once the metric tables exist: rules that can never have a value, typos in the scope,
+    // and a baseline that is not Parquet are mistakes too.
+    ok(&home, &["monitor", "profile", "--table", "e_payload"]);
+    let not_parquet = home.join("notes.txt");
+    std::fs::write(&not_parquet, "not parquet").unwrap();
+    fn check<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["monitor", "check", "--table", "e_payload"][..], extra].concat()
+    }
+    let empty_dir = home.join("tables");
+    let cases: [(Vec<&str>, &str); 6] = [
+        (check(&["--rule", "avg(prompt) > 1"]), "avg applies to numeric columns"),
+        (check(&["--rule", "count(:table) < 1", "--model-id", "summariser:1"]), "model ids in the tables: :all"),
+        (check(&["--rule", "count(:table) < 1", "--slice", "colour=red"]), "colour is not a column to slice by"),
+        (check(&["--rule", "count(:table) < 1", "--slice", "status_code=200"]), "run profile/drift with --slice"),
+        (
+            vec!["monitor", "drift", "--table", "e_payload", "--baseline", not_parquet.to_str().unwrap()],
+            "is not a readable Parquet file",
+        ),
+        (
+            vec!["monitor", "profile", "--table", "e_payload", "--baseline", empty_dir.to_str().unwrap()],
+            "has no date=*/part-*.parquet files",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = runtime(&home, &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+    }
+    // The right scope works: exit 0 for a rule that holds nowhere.
+    let o = runtime(&home, &check(&["--rule", "count(:table) < 1", "--model-id", "summarizer:1"]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -17,7 +17,7 @@ use crate::app::Shared;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use keel_monitor::metrics::source::{list_parts, read_part};
+use keel_monitor::metrics::source::{list_parts, part_summary};
 use keel_monitor::metrics::tables::{DriftRow, ProfileRow, ALL_MODELS, LOG_TYPE_INPUT, TABLE_COLUMN};
 use keel_monitor::metrics::{metric_dirs, read_tables};
 use serde_json::{json, Value};
@@ -85,10 +85,10 @@ fn table_json(dir: &Path, name: &str, endpoints: Vec<String>) -> Value {
     };
     let (mut rows, mut last) = (0usize, None::<i64>);
     for p in &parts {
-        match read_part(dir, p) {
-            Ok(recs) => {
-                rows += recs.len();
-                last = recs.iter().map(|r| r.timestamp_ms).chain(last).max();
+        match part_summary(dir, p) {
+            Ok((n, l)) => {
+                rows += n;
+                last = l.into_iter().chain(last).max();
             }
             Err(e) => t["error"] = json!(e.to_string()),
         }

@@ -167,6 +167,7 @@ fn compute(c: ComputeArgs, drift: bool) -> Result<()> {
         if !b.exists() {
             bail!(UsageError(format!("--baseline {}: no such file or directory", b.display())));
         }
+        metrics::source::check_baseline(b).map_err(|e| UsageError(format!("--baseline: {e}")))?;
     }
     let (profile_dir, drift_dir) = metrics::metric_dirs(&dir);
     for g in gs {
@@ -245,6 +246,14 @@ fn check(c: CheckArgs) -> Result<()> {
         Some(s) => {
             let (k, v) =
                 s.split_once('=').ok_or_else(|| UsageError(format!("--slice {s:?}: expected <key>=<value>")))?;
+            if !metrics::unpack::is_slice_key(k.trim()) {
+                bail!(UsageError(format!(
+                    "--slice {s}: {} is not a column to slice by; use one of {}, {}",
+                    k.trim(),
+                    metrics::unpack::CATEGORICAL_COLUMNS.join(", "),
+                    metrics::unpack::METADATA_SLICES.join(", ")
+                )));
+            }
             Some((k.trim().to_string(), v.trim().to_string()))
         }
     };
@@ -267,6 +276,32 @@ fn check(c: CheckArgs) -> Result<()> {
         .into(),
         all_windows: c.all_windows,
     };
+    // A model id or slice the metric tables never mention is a typo, not "no data".
+    let groups: BTreeSet<(&str, Option<(&str, &str)>)> = profile
+        .iter()
+        .map(|p| (p.model_id.as_str(), p.slice_key.as_deref().zip(p.slice_value.as_deref())))
+        .chain(drift.iter().map(|d| (d.model_id.as_str(), d.slice_key.as_deref().zip(d.slice_value.as_deref()))))
+        .collect();
+    if !groups.iter().any(|(m, _)| *m == scope.model_id) {
+        let models: BTreeSet<&str> = groups.iter().map(|(m, _)| *m).collect();
+        bail!(UsageError(format!(
+            "--model-id {}: no metric rows for it; model ids in the tables: {}",
+            scope.model_id,
+            models.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Some((k, v)) = &scope.slice {
+        if !groups.iter().any(|(m, s)| *m == scope.model_id && *s == Some((k.as_str(), v.as_str()))) {
+            let values: BTreeSet<&str> =
+                groups.iter().filter_map(|(_, s)| s.filter(|s| s.0 == k).map(|s| s.1)).collect();
+            let hint = if values.is_empty() {
+                format!("the tables are not sliced by {k}; run profile/drift with --slice {k}")
+            } else {
+                format!("values of {k} in the tables: {}", values.into_iter().collect::<Vec<_>>().join(", "))
+            };
+            bail!(UsageError(format!("--slice {k}={v}: no metric rows for it; {hint}")));
+        }
+    }
     let evals: Vec<rules::Evaluation> =
         parsed.iter().flat_map(|r| rules::evaluate(r, &scope, &profile, &drift)).collect();
     println!("{} — granularity {}, model {}", dir.display(), scope.granularity, scope.model_id);

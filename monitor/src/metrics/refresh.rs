@@ -14,7 +14,8 @@
 //!
 //! Crash safety: window files are written atomically before the state, which is itself
 //! written atomically; a run killed in between recomputes the same windows next time
-//! (the files are replaced, never duplicated).
+//! (the files are replaced, never duplicated). Concurrency: a run holds an exclusive
+//! lock on its output directory's `_lock` file, so two runs on one table take turns.
 
 use super::compute::{drift_rows, group, input_log_type, profile_rows, GroupKey};
 use super::source::{list_parts, read_baseline, read_part, Part};
@@ -128,7 +129,7 @@ pub fn profile(
     if parts.is_empty() {
         return Err(no_rows(table));
     }
-    fs::create_dir_all(out)?;
+    let _lock = tables::lock_dir(out)?;
     let mut state = read_state(out)?;
     let key = g.to_string();
     let mut gs = state.granularities.remove(&key).unwrap_or_default();
@@ -172,12 +173,14 @@ pub fn profile(
     }
 
     if let Some(b) = baseline {
-        let rows = read_baseline(b)?;
+        let base = read_baseline(b)?;
+        let rows = base.rows;
         let refs: Vec<&UnpackedRow> = rows.iter().collect();
         let (lo, hi) =
             rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.timestamp_ms), hi.max(r.timestamp_ms)));
         let w = Window { start_ms: lo, end_ms: hi.saturating_add(1) };
-        let metric_rows = profile_rows(w, &key, LOG_TYPE_BASELINE, &group(&refs, slices));
+        let mut metric_rows = profile_rows(w, &key, LOG_TYPE_BASELINE, &group(&refs, slices));
+        metric_rows.retain(|r| !base.absent.contains(r.column_name.as_str()));
         let path = out.join(format!("{}-baseline.parquet", g.slug()));
         tables::write_parquet(&path, &tables::profile_batch(&metric_rows)?)?;
         outcome.metric_rows += metric_rows.len();
@@ -229,12 +232,16 @@ pub fn drift(
     if parts.is_empty() {
         return Err(no_rows(table));
     }
-    let base_rows = baseline.map(read_baseline).transpose()?.map(|mut rows| {
-        for t in rows.iter_mut().flat_map(|r| r.text.iter_mut().flatten()) {
-            *t = String::new();
+    let (base_rows, base_absent) = match baseline.map(read_baseline).transpose()? {
+        Some(mut b) => {
+            for t in b.rows.iter_mut().flat_map(|r| r.text.iter_mut().flatten()) {
+                *t = String::new();
+            }
+            (Some(b.rows), b.absent)
         }
-        rows
-    });
+        None => (None, BTreeSet::new()),
+    };
+    let _lock = tables::lock_dir(out)?;
     let all: Vec<&Part> = parts.iter().collect();
     let by_window = rows_by_window(table, &all, g, None, false)?;
     let key = g.to_string();
@@ -254,7 +261,23 @@ pub fn drift(
             rows.extend(d);
         }
         if base_rows.is_some() {
-            let d = drift_rows((*w, None, "BASELINE", &key), &groups, &baseline_for(&groups, &base_groups));
+            let mut d = drift_rows((*w, None, "BASELINE", &key), &groups, &baseline_for(&groups, &base_groups));
+            for r in d.iter_mut().filter(|r| base_absent.contains(r.column_name.as_str())) {
+                // The baseline has no such column: nothing to compare it with.
+                *r = DriftRow {
+                    window: r.window,
+                    window_cmp: r.window_cmp,
+                    drift_type: std::mem::take(&mut r.drift_type),
+                    granularity: std::mem::take(&mut r.granularity),
+                    model_id: std::mem::take(&mut r.model_id),
+                    slice_key: r.slice_key.take(),
+                    slice_value: r.slice_value.take(),
+                    column_name: std::mem::take(&mut r.column_name),
+                    data_type: std::mem::take(&mut r.data_type),
+                    count_delta: r.count_delta,
+                    ..Default::default()
+                };
+            }
             outcome.baseline_rows += d.len();
             rows.extend(d);
         }

@@ -17,7 +17,7 @@
 //! latency values) is reported as "no value" and is not a breach.
 
 use super::tables::{DriftRow, ProfileRow, LOG_TYPE_INPUT, TABLE_COLUMN};
-use super::unpack::columns;
+use super::unpack::{columns, ColumnKind};
 use super::window::Window;
 use std::fmt;
 
@@ -83,6 +83,34 @@ const PROFILE_METRICS: [&str; 13] = [
     "avg_length",
 ];
 
+/// Whether `metric` has values for a column of `kind` (`None` = `:table`): `None` when
+/// it does, else the kinds it applies to (a rule that could never have a value is a
+/// mistake, not a quiet "no value").
+fn metric_accepts(metric: &str, kind: Option<ColumnKind>) -> Option<&'static str> {
+    use ColumnKind::{Categorical, Numeric, Text};
+    let (ok, accepts) = match metric {
+        "count" | "count_delta" => (true, ""),
+        "avg_delta"
+        | "ks_statistic"
+        | "ks_pvalue"
+        | "wasserstein_distance"
+        | "avg"
+        | "stddev"
+        | "min"
+        | "max"
+        | "median" => (kind == Some(Numeric), "numeric columns"),
+        "chi_squared_statistic" | "chi_squared_pvalue" => (kind == Some(Categorical), "categorical columns"),
+        "js_distance" | "population_stability_index" | "psi" | "tv_distance" | "l_infinity_distance" => {
+            (matches!(kind, Some(Numeric | Categorical)), "numeric and categorical columns")
+        }
+        "min_length" | "max_length" | "avg_length" => {
+            (matches!(kind, Some(Categorical | Text)), "categorical and text columns")
+        }
+        _ => (kind.is_some(), "columns (not :table)"),
+    };
+    (!ok).then_some(accepts)
+}
+
 /// One parsed rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -122,6 +150,10 @@ impl Rule {
                 "rule {text:?}: unknown column {column:?}; columns: {TABLE_COLUMN}, {}",
                 columns().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
             ));
+        }
+        let kind = columns().find(|(c, _)| *c == column).map(|(_, k)| k);
+        if let Some(accepts) = metric_accepts(&metric, kind) {
+            return Err(format!("rule {text:?}: {metric} applies to {accepts}, and {column} is not one"));
         }
         Ok(Rule { text: t.to_string(), metric, column, op, threshold })
     }
@@ -308,6 +340,31 @@ mod tests {
             "avg(prompt) > inf",
         ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // A metric the column can never have is a mistake, named with what it applies to.
+        for (bad, needle) in [
+            ("ks_pvalue(status_code) < 0.01", "numeric columns"),
+            ("avg(prompt) > 1", "numeric columns"),
+            ("ks_statistic(:table) > 0.5", "numeric columns"),
+            ("chi_squared_pvalue(prompt_length) < 0.01", "categorical columns"),
+            ("js_distance(response) > 0.2", "numeric and categorical columns"),
+            ("avg_length(latency) > 1", "unknown column"),
+            ("max_length(prompt_length) > 1", "categorical and text columns"),
+            ("percent_null(:table) > 1", "not :table"),
+        ] {
+            let e = Rule::parse(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+        for good in [
+            "count(:table) < 10",
+            "count_delta(:table) < -5",
+            "chi_squared_pvalue(finish_reason) < 0.01",
+            "js_distance(status_code) > 0.1",
+            "avg_length(response) > 100",
+            "percent_null(response) > 5",
+            "distinct_count(prompt_length) > 1",
+        ] {
+            assert!(Rule::parse(good).is_ok(), "{good:?}: {:?}", Rule::parse(good));
         }
     }
 

@@ -7,12 +7,13 @@
 //! profile relies on this. Part listing is sorted, so every read is deterministic.
 //! Files are streamed record batch by record batch.
 
-use super::unpack::{self, UnpackedRow, CATEGORICAL_COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS};
+use super::unpack::{self, UnpackedRow, CATEGORICAL_COLUMNS, METADATA_SLICES, NUMERIC_COLUMNS, TEXT_COLUMNS};
 use crate::inference_table::{InferenceRecord, RequestMetadata};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,35 @@ fn column<'a>(b: &'a RecordBatch, name: &str, path: &Path) -> io::Result<&'a dyn
         .ok_or_else(|| err(format!("{}: no column {name:?}; is this an inference table?", path.display())))
 }
 
+/// The number of rows of part `part` and its latest `timestamp_ms`, from the Parquet
+/// footer alone (row counts and column statistics, which the writer always records);
+/// reads the timestamp column only when a row group has no statistics for it.
+pub fn part_summary(dir: &Path, part: &Part) -> io::Result<(usize, Option<i64>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::statistics::Statistics;
+    let path = dir.join(&part.name);
+    let file = fs::File::open(&path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| err(format!("{} is not a readable Parquet file: {e}", path.display())))?;
+    let meta = reader.metadata();
+    let rows = usize::try_from(meta.file_metadata().num_rows()).unwrap_or(0);
+    let Some(ts) = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == "timestamp_ms") else {
+        return Err(err(format!("{}: no column \"timestamp_ms\"; is this an inference table?", path.display())));
+    };
+    let mut last: Option<i64> = None;
+    for rg in meta.row_groups() {
+        match rg.column(ts).statistics() {
+            Some(Statistics::Int64(s)) => last = s.max_opt().copied().into_iter().chain(last).max(),
+            _ if rg.num_rows() == 0 => {}
+            _ => {
+                let max = read_records(&path)?.iter().map(|r| r.timestamp_ms).max();
+                return Ok((rows, max));
+            }
+        }
+    }
+    Ok((rows, last))
+}
+
 /// Every row of part `part` of the table at `dir`.
 pub fn read_part(dir: &Path, part: &Part) -> io::Result<Vec<InferenceRecord>> {
     read_records(&dir.join(&part.name))
@@ -156,12 +186,51 @@ pub fn read_records(path: &Path) -> io::Result<Vec<InferenceRecord>> {
     Ok(out)
 }
 
+/// Checks, from its listing or Parquet footer alone, that `path` can be a baseline (see
+/// [`read_baseline`]); the error says why not.
+pub fn check_baseline(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return match list_parts(path) {
+            Ok(parts) if parts.is_empty() => Err(format!("{} has no date=*/part-*.parquet files", path.display())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let file = fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("{} is not a readable Parquet file: {e}", path.display()))?;
+    let schema = builder.schema();
+    let has = |c: &str| schema.field_with_name(c).is_ok();
+    if (has("request") && has("response")) || unpack::columns().any(|(c, _)| has(c)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: none of its columns is a profiled column ({}) and it is not an inference table",
+            path.display(),
+            unpack::columns().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+/// A baseline's rows, and the profiled columns its file does not have.
+#[derive(Debug, Default)]
+pub struct Baseline {
+    pub rows: Vec<UnpackedRow>,
+    /// Profiled columns absent from a baseline file: they have no values there, which is
+    /// not the same as 100 % nulls, so drift leaves their deltas null and the baseline
+    /// profile leaves them out. Always empty for an inference-table baseline.
+    pub absent: BTreeSet<&'static str>,
+}
+
 /// The rows of a baseline: either an inference table (a directory, or one Parquet file
 /// with the inference table's `request`/`response` columns), unpacked like the table
 /// itself; or a Parquet file whose columns are profiled columns by name (any subset;
 /// numbers for numeric columns, strings for the others), e.g. an export of a period the
-/// user trusts. `timestamp_ms` is optional there.
-pub fn read_baseline(path: &Path) -> io::Result<Vec<UnpackedRow>> {
+/// user trusts or the output of `runtime monitor unpack`. In a file, `timestamp_ms` is
+/// optional; `model_id` puts a row in that model's groups; `endpoint_name`,
+/// `model_name`, `model_version`, `served_entity_name` and the categorical columns are
+/// its slice values.
+pub fn read_baseline(path: &Path) -> io::Result<Baseline> {
     if path.is_dir() {
         let mut rows = Vec::new();
         for part in list_parts(path)? {
@@ -170,9 +239,10 @@ pub fn read_baseline(path: &Path) -> io::Result<Vec<UnpackedRow>> {
         if rows.is_empty() {
             return Err(err(format!("baseline {} has no rows", path.display())));
         }
-        return Ok(rows);
+        return Ok(Baseline { rows, absent: BTreeSet::new() });
     }
     let mut rows = Vec::new();
+    let mut absent = BTreeSet::new();
     let mut inference_shaped = None;
     for b in batches(path)? {
         let b = b?;
@@ -190,6 +260,11 @@ pub fn read_baseline(path: &Path) -> io::Result<Vec<UnpackedRow>> {
             )));
         }
         let mut batch_rows = vec![UnpackedRow::default(); b.num_rows()];
+        for (name, _) in unpack::columns() {
+            if known(name).is_none() {
+                absent.insert(name);
+            }
+        }
         if let Some(ts) = known("timestamp_ms") {
             let ts = cast(ts, &DataType::Int64).map_err(err)?;
             let ts = ts.as_primitive::<Int64Type>();
@@ -211,10 +286,24 @@ pub fn read_baseline(path: &Path) -> io::Result<Vec<UnpackedRow>> {
             let c = cast(c, &DataType::Utf8).map_err(|e| err(format!("baseline column {name}: {e}")))?;
             Ok(Some(c.as_string::<i32>().clone()))
         };
+        if let Some(c) = strings("model_id")? {
+            for (i, r) in batch_rows.iter_mut().enumerate() {
+                r.model_id = c.is_valid(i).then(|| c.value(i).to_string());
+            }
+        }
+        for name in METADATA_SLICES {
+            let Some(c) = strings(name)? else { continue };
+            for (i, r) in batch_rows.iter_mut().enumerate().filter(|(i, _)| c.is_valid(*i)) {
+                r.slices.insert(name.to_string(), c.value(i).to_string());
+            }
+        }
         for (k, name) in CATEGORICAL_COLUMNS.iter().enumerate() {
             let Some(c) = strings(name)? else { continue };
             for (i, r) in batch_rows.iter_mut().enumerate() {
                 r.categorical[k] = c.is_valid(i).then(|| c.value(i).to_string());
+                if let Some(v) = &r.categorical[k] {
+                    r.slices.insert(name.to_string(), v.clone());
+                }
             }
         }
         for (k, name) in TEXT_COLUMNS.iter().enumerate() {
@@ -227,11 +316,12 @@ pub fn read_baseline(path: &Path) -> io::Result<Vec<UnpackedRow>> {
     }
     if inference_shaped == Some(true) {
         rows = read_records(path)?.iter().map(unpack::unpack).collect();
+        absent.clear();
     }
     if rows.is_empty() {
         return Err(err(format!("baseline {} has no rows", path.display())));
     }
-    Ok(rows)
+    Ok(Baseline { rows, absent })
 }
 
 /// The table directory a `--table` argument names: a path (absolute, or containing a
@@ -247,6 +337,24 @@ pub fn table_dir(tables_dir: &Path, table: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_summary_matches_the_rows() {
+        use crate::inference_table::parquet_part::{part_path, write_part};
+        use crate::inference_table::wal::tests::record;
+        let dir = std::env::temp_dir().join(format!("keel-source-{}", uuid::Uuid::new_v4().simple()));
+        let ts = 1_763_800_000_000;
+        let recs: Vec<_> = [5, 1, 9, 3].iter().map(|&i| record(i, ts + 1000 * i as i64)).collect();
+        let refs: Vec<&InferenceRecord> = recs.iter().collect();
+        write_part(&part_path(&dir, recs[0].date_days(), "s1"), &refs).unwrap();
+        let parts = list_parts(&dir).unwrap();
+        assert_eq!(parts.len(), 1);
+        let rows = read_part(&dir, &parts[0]).unwrap();
+        let expected = (rows.len(), rows.iter().map(|r| r.timestamp_ms).max());
+        assert_eq!(part_summary(&dir, &parts[0]).unwrap(), expected);
+        assert_eq!(expected, (4, Some(ts + 9000)));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn dates_round_trip() {

@@ -310,13 +310,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Writes `bytes` to `path` atomically: a hidden temp file in the same directory,
-/// fsynced, renamed into place, directory fsynced.
+/// Writes `bytes` to `path` atomically: a hidden temp file in the same directory (named
+/// per process and call, so concurrent writers never share one), fsynced, renamed into
+/// place, directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{seq}.tmp", std::process::id()));
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -324,6 +327,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     sync_dir(dir)
+}
+
+/// Holds an exclusive lock on `dir/_lock` (created if needed) until dropped: one
+/// metric-table writer at a time per directory, so a read-modify-write of its state is
+/// never interleaved with another run's. Blocks while another run holds it.
+pub fn lock_dir(dir: &Path) -> io::Result<fs::File> {
+    fs::create_dir_all(dir)?;
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("_lock"))?;
+    f.lock()?;
+    Ok(f)
 }
 
 /// Writes `batch` as the Parquet file `path`, atomically.
