@@ -8,7 +8,7 @@
 //! * AVX-512, one token: fused GEMV over 8 rows at a time, weights expanded in registers.
 //! * AVX-512, several tokens: 6 rows at a time are expanded into a thread-local, L1-sized
 //!   f32 scratch (exact values of the reference dequantizer), then a 6-row × 4-token
-//!   register-tiled micro-kernel runs them against a block of up to 64 tokens (whose
+//!   register-tiled micro-kernel runs them against a block of up to 128 tokens (whose
 //!   activations stay in L2).
 //! * AVX2 / scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
 
@@ -162,9 +162,9 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
         return;
     }
     // A task owns 24 rows; it expands 6 rows at a time into an L1-sized scratch and runs
-    // them against every token of a 64-token block (rows are re-expanded once per block).
+    // them against every token of a 128-token block (rows are re-expanded once per block).
     const CHUNK: usize = 24;
-    const TOKEN_BLOCK: usize = 64;
+    const TOKEN_BLOCK: usize = 128;
     parallel_for(rows.div_ceil(CHUNK), &|c| {
         let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
         // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
@@ -185,12 +185,13 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
                         } else {
                             1
                         };
-                        // The next tile's rows (contiguous after these) stream in while
-                        // this one computes.
-                        if r + n < rows {
-                            let len = w.row_bytes() * 6.min(rows - r - n);
-                            avx512::prefetch(row_ptr(r + n), len);
-                        }
+                        // The next group's rows (contiguous after these) stream in while
+                        // this one computes, their lines spread over its tile calls.
+                        let next = if r + n < rows {
+                            avx512::Prefetch { ptr: row_ptr(r + n), len: w.row_bytes() * 6.min(rows - r - n) }
+                        } else {
+                            avx512::Prefetch::NONE
+                        };
                         for i in 0..n {
                             avx512::expand_row(
                                 w.dtype,
@@ -208,9 +209,9 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
                             out: o,
                         };
                         match n {
-                            6 => ctx.rows_x_tokens::<6>(r, t0, t1),
-                            4 => ctx.rows_x_tokens::<4>(r, t0, t1),
-                            _ => ctx.rows_x_tokens::<1>(r, t0, t1),
+                            6 => ctx.rows_x_tokens::<6>(r, t0, t1, next),
+                            4 => ctx.rows_x_tokens::<4>(r, t0, t1, next),
+                            _ => ctx.rows_x_tokens::<1>(r, t0, t1, next),
                         }
                         r += n;
                     }
@@ -235,12 +236,22 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
     /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call.
     ///
     /// SAFETY: AVX-512 available; rows and tokens in range and owned by the caller.
-    unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize) {
+    unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize, next: avx512::Prefetch) {
         let wr: [*const f32; R] = std::array::from_fn(|i| (self.w)(r + i));
+        // `next`'s cache lines, a share before each 4-token call.
+        let lines = next.len.div_ceil(64);
+        let per_call = lines.div_ceil(((t1 - t0) / 4).max(1));
+        let mut line = 0;
         let mut t = t0;
         while t + 4 <= t1 {
+            let n = per_call.min(lines - line);
+            avx512::prefetch(next.ptr.add(64 * line), 64 * n);
+            line += n;
             self.call::<R, 4>(&wr, r, t);
             t += 4;
+        }
+        if line < lines {
+            avx512::prefetch(next.ptr.add(64 * line), 64 * (lines - line));
         }
         while t + 2 <= t1 {
             self.call::<R, 2>(&wr, r, t);
