@@ -10,7 +10,7 @@
 //! (`model_id`) or the version row, so they vanish together with the entity they belong to.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -79,31 +79,63 @@ CREATE TABLE IF NOT EXISTS registered_model_aliases (
 ";
 
 /// Opens (creating) the database at `path` with the registry's settings and schema.
+///
+/// SQLite answers some lock conflicts with SQLITE_BUSY at once instead of waiting in the
+/// busy handler (switching to WAL, or a deadlock-avoiding refusal while several processes
+/// create the database together), so each step is retried with a growing pause until
+/// `BUSY_TIMEOUT`.
 pub fn open(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path).map_err(|e| RegistryError::Db(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    let deadline = Instant::now() + BUSY_TIMEOUT;
     // Returns the mode in force; a file system without WAL support keeps a rollback journal,
     // which is slower but just as safe with IMMEDIATE transactions.
-    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    retry_busy(deadline, || {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        }
+        Ok(())
+    })?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    migrate(&mut conn)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let found = retry_busy(deadline, || migrate(&mut conn))?;
     if found > SCHEMA_VERSION {
         return Err(RegistryError::Db(format!(
             "registry.db has schema version {found}, newer than this keel understands ({SCHEMA_VERSION}); upgrade keel"
         )));
     }
+    Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Runs `step` again while it fails with SQLITE_BUSY/LOCKED and `deadline` is ahead.
+fn retry_busy<T>(deadline: Instant, mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match step() {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Creates or upgrades the schema in one IMMEDIATE transaction; returns the schema version
+/// found (a newer one than ours is left untouched).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]
