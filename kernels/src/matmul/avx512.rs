@@ -335,3 +335,31 @@ pub unsafe fn tile<const R: usize, const C: usize>(
         reduce_into(&acc[r], &mut out[r]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{random_row, Lcg};
+
+    /// Expanding in registers gives the reference dequantizer's bits, for every format.
+    #[test]
+    fn expand_row_is_the_reference_bit_for_bit() {
+        if crate::simd::SimdLevel::detect() < crate::simd::SimdLevel::Avx512 {
+            return;
+        }
+        let mut rng = Lcg(11);
+        for dtype in DType::ALL {
+            let k = if dtype.block_size() == 256 { 512 } else { 96 };
+            for _ in 0..20 {
+                let row = random_row(dtype, k, &mut rng);
+                let mut want = vec![0f32; k];
+                crate::quant::dequantize_row(dtype, &row, &mut want);
+                let mut got = vec![0f32; k];
+                // SAFETY: AVX-512 checked above; the row holds `k` elements.
+                unsafe { expand_row(dtype, row.as_ptr(), k, &mut got) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{dtype}");
+            }
+        }
+    }
+}
