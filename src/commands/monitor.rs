@@ -148,17 +148,23 @@ fn granularities(gs: &[String]) -> Result<Vec<Granularity>> {
     Ok(parsed.into_iter().collect())
 }
 
+/// A usage error unless `key` (given in `--slice arg`) is something to slice by.
+fn check_slice_key(arg: &str, key: &str) -> Result<()> {
+    if metrics::unpack::is_slice_key(key) {
+        return Ok(());
+    }
+    bail!(UsageError(format!(
+        "--slice {arg}: {key} is not a column to slice by; use one of {}, {}",
+        metrics::unpack::CATEGORICAL_COLUMNS.join(", "),
+        metrics::unpack::METADATA_SLICES.join(", ")
+    )))
+}
+
 fn compute(c: ComputeArgs, drift: bool) -> Result<()> {
     let dir = table_dir(&c.table)?;
     let gs = granularities(&c.granularity)?;
     for s in &c.slice {
-        if !metrics::unpack::is_slice_key(s) {
-            bail!(UsageError(format!(
-                "--slice {s}: not a column to slice by; use one of {}, {}",
-                metrics::unpack::CATEGORICAL_COLUMNS.join(", "),
-                metrics::unpack::METADATA_SLICES.join(", ")
-            )));
-        }
+        check_slice_key(s, s)?;
     }
     let mut slices = c.slice.clone();
     slices.sort();
@@ -246,14 +252,7 @@ fn check(c: CheckArgs) -> Result<()> {
         Some(s) => {
             let (k, v) =
                 s.split_once('=').ok_or_else(|| UsageError(format!("--slice {s:?}: expected <key>=<value>")))?;
-            if !metrics::unpack::is_slice_key(k.trim()) {
-                bail!(UsageError(format!(
-                    "--slice {s}: {} is not a column to slice by; use one of {}, {}",
-                    k.trim(),
-                    metrics::unpack::CATEGORICAL_COLUMNS.join(", "),
-                    metrics::unpack::METADATA_SLICES.join(", ")
-                )));
-            }
+            check_slice_key(s, k.trim())?;
             Some((k.trim().to_string(), v.trim().to_string()))
         }
     };

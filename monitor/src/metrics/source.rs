@@ -204,12 +204,17 @@ pub fn check_baseline(path: &Path) -> Result<(), String> {
     if (has("request") && has("response")) || unpack::columns().any(|(c, _)| has(c)) {
         Ok(())
     } else {
-        Err(format!(
-            "{}: none of its columns is a profiled column ({}) and it is not an inference table",
-            path.display(),
-            unpack::columns().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
-        ))
+        Err(not_a_baseline(path))
     }
+}
+
+/// Why the Parquet file at `path` cannot be a baseline.
+fn not_a_baseline(path: &Path) -> String {
+    format!(
+        "{}: none of its columns is a profiled column ({}) and it is not an inference table",
+        path.display(),
+        unpack::columns().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// A baseline's rows, and the profiled columns its file does not have.
@@ -253,11 +258,7 @@ pub fn read_baseline(path: &Path) -> io::Result<Baseline> {
         }
         let known = |name: &str| b.column_by_name(name);
         if !unpack::columns().any(|(c, _)| known(c).is_some()) {
-            return Err(err(format!(
-                "baseline {}: none of its columns is a profiled column ({}) and it is not an inference table",
-                path.display(),
-                unpack::columns().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(err(format!("baseline {}", not_a_baseline(path))));
         }
         let mut batch_rows = vec![UnpackedRow::default(); b.num_rows()];
         for (name, _) in unpack::columns() {
