@@ -5,9 +5,9 @@
 //! its SIMD level's fixed accumulation order, whatever the number of tokens or the tile
 //! it falls in, so a token's result never depends on the rest of its batch.
 //!
-//! * AVX-512, one token: each thread takes one contiguous share of the rows and runs a
-//!   fused GEMV over 4 (float) or 8 (quantized) rows at a time, weights expanded in
-//!   registers.
+//! * AVX-512, one token: each thread streams one contiguous share of the rows (then
+//!   helps the others from the back of theirs, `shares.rs`) through a fused GEMV over 4
+//!   (float) or 8 (quantized) rows at a time, weights expanded in registers.
 //! * AVX-512, several tokens: 6 rows at a time are expanded into a thread-local, L1-sized
 //!   f32 scratch (exact values of the reference dequantizer), then a 6-row × 4-token
 //!   register-tiled micro-kernel runs them against a block of up to 128 tokens (whose
@@ -24,6 +24,10 @@ use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+mod shares;
+
+#[cfg(target_arch = "x86_64")]
+use shares::Shares;
 
 /// A borrowed `[rows, cols]` matrix stored row-major as `dtype` blocks.
 #[derive(Clone, Copy, Debug)]
@@ -135,23 +139,30 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
     if n_tokens == 1 {
         // Each thread streams one contiguous share of the rows (what the hardware
         // prefetchers follow best; interleaved 32-row tasks ran ~20% slower on a
-        // memory-bound decode), in groups of 4 rows (float formats) or 8 (quantized:
-        // more independent chains to hide the expansion; float rows with 8 streams ran
-        // at ~60% of the 4-row bandwidth on AMD Zen 4).
-        let threads = crate::parallel::num_threads().max(1);
-        let share = rows.div_ceil(threads).div_ceil(8) * 8;
-        parallel_for(rows.div_ceil(share), &|c| {
-            let (r0, r1) = (c * share, ((c + 1) * share).min(rows));
-            // SAFETY: level checked by simd_level(); rows hold `cols` elements; outputs
-            // r0..r1 belong to this task.
-            unsafe {
-                let r = if w.dtype.is_quantized() {
-                    gemv_groups::<8>(w, x, r0, r1, o)
-                } else {
-                    gemv_groups::<4>(w, x, r0, r1, o)
-                };
-                gemv_groups::<1>(w, x, r, r1, o);
-            }
+        // memory-bound decode), 16-row blocks at a time, and then helps the others from
+        // the back of their shares (`shares.rs`). Rows go 4 at a time (float formats) or
+        // 8 (quantized: more independent chains to hide the expansion; float rows with 8
+        // streams ran at ~60% of the 4-row bandwidth on AMD Zen 4).
+        const BLOCK: usize = 16;
+        let n_blocks = rows.div_ceil(BLOCK);
+        let shares = Shares::new(n_blocks, crate::parallel::num_threads());
+        parallel_for(shares.n_shares(), &|s| {
+            let share_end = (shares.share_end(s, n_blocks) * BLOCK).min(rows);
+            shares.work(s, |b, own| {
+                let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(rows));
+                // The own stream goes on after this block: prefetch across into it.
+                let pf_end = if own { share_end } else { r1 };
+                // SAFETY: level checked by simd_level(); rows hold `cols` elements; the
+                // block's outputs belong to this call (`Shares` hands it out once).
+                unsafe {
+                    let r = if w.dtype.is_quantized() {
+                        gemv_groups::<8>(w, x, r0, r1, pf_end, o)
+                    } else {
+                        gemv_groups::<4>(w, x, r0, r1, pf_end, o)
+                    };
+                    gemv_groups::<1>(w, x, r, r1, r1, o);
+                }
+            });
         });
         return;
     }
@@ -216,21 +227,28 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
 }
 
 /// Rows `r0..` of `w` dotted with one token, `G` rows per fused GEMV while `G` rows are
-/// left before `r1`; the next group (contiguous after this one, within `r0..r1`) is
+/// left before `r1`; the next `G` rows (contiguous after these, cut at `pf_end`) are
 /// prefetched meanwhile. Returns the first row not done.
 ///
-/// SAFETY: AVX-512 available; `r0 <= r1 <= w.rows`; outputs of rows `r0..r1` are the
-/// caller's.
+/// SAFETY: AVX-512 available; `r0 <= r1 <= pf_end <= w.rows`; outputs of rows `r0..r1`
+/// are the caller's.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn gemv_groups<const G: usize>(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, o: Out) -> usize {
+unsafe fn gemv_groups<const G: usize>(
+    w: &WeightMatrix,
+    x: &[f32],
+    r0: usize,
+    r1: usize,
+    pf_end: usize,
+    o: Out,
+) -> usize {
     let row_ptr = |r: usize| w.row(r).as_ptr();
     let mut r = r0;
     while r + G <= r1 {
         let mut v = [0f32; G];
         let next = r + G;
-        let pf = if next < r1 {
-            avx512::Prefetch { ptr: row_ptr(next), len: w.row_bytes() * G.min(r1 - next) }
+        let pf = if next < pf_end {
+            avx512::Prefetch { ptr: row_ptr(next), len: w.row_bytes() * G.min(pf_end - next) }
         } else {
             avx512::Prefetch::NONE
         };

@@ -1,0 +1,120 @@
+//! How a memory-bound matmul splits its rows over threads: one contiguous share of
+//! blocks per thread, worked front to back (one sequential stream per thread, which the
+//! hardware prefetchers follow best), and a thread whose share is done takes blocks from
+//! the *back* of the other shares, so one slow thread (a busy neighbour on a shared VM)
+//! does not hold the whole step up.
+//!
+//! Invariant: every block index `< n_blocks` is handed out exactly once. Each share's
+//! cursor packs `front << 32 | back` (its blocks not yet handed out are `front..back`);
+//! both ends move only by compare-and-swap and never past each other.
+
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+/// Most shares (threads beyond this share the last ones' blocks by stealing).
+pub(crate) const MAX_SHARES: usize = 64;
+
+pub(crate) struct Shares {
+    n_shares: usize,
+    cursors: [AtomicU64; MAX_SHARES],
+}
+
+fn pack(front: usize, back: usize) -> u64 {
+    ((front as u64) << 32) | back as u64
+}
+
+fn unpack(v: u64) -> (usize, usize) {
+    ((v >> 32) as usize, (v & 0xFFFF_FFFF) as usize)
+}
+
+impl Shares {
+    /// `n_blocks` blocks in `n_shares` (clamped to `1..=MAX_SHARES`) near-equal shares.
+    pub fn new(n_blocks: usize, n_shares: usize) -> Shares {
+        assert!(n_blocks < 1 << 32, "Shares: {n_blocks} blocks");
+        let n_shares = n_shares.clamp(1, MAX_SHARES);
+        let cursors = std::array::from_fn(|s| {
+            let (a, b) = if s < n_shares { (s * n_blocks / n_shares, (s + 1) * n_blocks / n_shares) } else { (0, 0) };
+            AtomicU64::new(pack(a, b))
+        });
+        Shares { n_shares, cursors }
+    }
+
+    pub fn n_shares(&self) -> usize {
+        self.n_shares
+    }
+
+    /// Takes the next block from the front (`front == true`) or the back of share `s`.
+    fn take(&self, s: usize, front: bool) -> Option<usize> {
+        let c = &self.cursors[s];
+        let mut v = c.load(Relaxed);
+        loop {
+            let (f, b) = unpack(v);
+            if f >= b {
+                return None;
+            }
+            let (next, got) = if front { (pack(f + 1, b), f) } else { (pack(f, b - 1), b - 1) };
+            match c.compare_exchange_weak(v, next, AcqRel, Relaxed) {
+                Ok(_) => return Some(got),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// Runs `f(block, own)` for the blocks thread `s` gets: its own share's from the front
+    /// (`own == true`), then, until none is left, the other shares' from their backs.
+    pub fn work(&self, s: usize, mut f: impl FnMut(usize, bool)) {
+        while let Some(b) = self.take(s, true) {
+            f(b, true);
+        }
+        for j in 1..self.n_shares {
+            let other = (s + j) % self.n_shares;
+            while let Some(b) = self.take(other, false) {
+                f(b, false);
+            }
+        }
+    }
+
+    /// The first block past share `s` (where its own stream ends).
+    pub fn share_end(&self, s: usize, n_blocks: usize) -> usize {
+        (s + 1) * n_blocks / self.n_shares
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_block_is_handed_out_exactly_once() {
+        for (n_blocks, threads) in [(0usize, 2usize), (1, 2), (7, 2), (100, 3), (1000, 4), (5, 8)] {
+            for _ in 0..20 {
+                let shares = Shares::new(n_blocks, threads);
+                let hits: Vec<AtomicU32> = (0..n_blocks).map(|_| AtomicU32::new(0)).collect();
+                std::thread::scope(|sc| {
+                    for s in 0..shares.n_shares() {
+                        let (shares, hits) = (&shares, &hits);
+                        sc.spawn(move || {
+                            shares.work(s, |b, own| {
+                                // A thread's own blocks lie inside its share.
+                                if own {
+                                    assert!(b >= s * n_blocks / shares.n_shares() && b < shares.share_end(s, n_blocks));
+                                }
+                                hits[b].fetch_add(1, SeqCst);
+                            })
+                        });
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(SeqCst) == 1), "{n_blocks} blocks, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn one_thread_alone_does_every_share() {
+        let shares = Shares::new(10, 3);
+        let mut seen = Vec::new();
+        shares.work(1, |b, _| seen.push(b));
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+}
