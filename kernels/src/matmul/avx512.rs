@@ -146,6 +146,7 @@ unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f32; N]) {
 
 /// Asks for `len` bytes at `p` to be brought into the cache.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
 pub unsafe fn prefetch(p: *const u8, len: usize) {
     for l in (0..len).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(p.add(l) as *const i8);
@@ -301,6 +302,7 @@ pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]
 /// 16 elements per step: each step loads `R` weight and `C` token vectors for `R·C`
 /// FMAs (6 × 4 needs 10 loads for 24 FMAs).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
 pub unsafe fn tile<const R: usize, const C: usize>(
     w: [*const f32; R],
     x: [*const f32; C],

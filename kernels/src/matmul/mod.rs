@@ -276,6 +276,7 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
     /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call.
     ///
     /// SAFETY: AVX-512 available; rows and tokens in range and owned by the caller.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize, next: avx512::Prefetch) {
         let wr: [*const f32; R] = std::array::from_fn(|i| (self.w)(r + i));
         // `next`'s cache lines, a share before each 4-token call.
