@@ -289,6 +289,15 @@ mod avx512 {
         }
     }
 
+    /// Asks for the `n` f32 at `p` to be brought into the cache.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn prefetch_block(p: *const f32, n: usize) {
+        for i in (0..n).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(i) as *const i8);
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn tile<const Q: usize>(
         qs: &[Query],
@@ -312,8 +321,23 @@ mod avx512 {
             let nb = (n_blocks - b0).min(4);
             let kp: [*const f32; 4] =
                 std::array::from_fn(|p| kv.k.as_ptr().add(kv.offset(table[b0 + p.min(nb - 1)], g)));
+            // The next pass's K blocks (scattered pages: no hardware stream to follow)
+            // come in meanwhile, one cache line of each per step over `d`.
+            let next: [*const f32; 4] = std::array::from_fn(|p| {
+                let nb = b0 + 4 + p;
+                if nb < n_blocks {
+                    kv.k.as_ptr().add(kv.offset(table[nb], g))
+                } else {
+                    std::ptr::null()
+                }
+            });
             let mut acc = [[_mm512_setzero_ps(); 4]; Q];
             for d in 0..hd {
+                for np in next {
+                    if !np.is_null() {
+                        _mm_prefetch::<_MM_HINT_T0>(np.add(d * BLOCK) as *const i8);
+                    }
+                }
                 let kd: [__m512; 4] = std::array::from_fn(|p| _mm512_loadu_ps(kp[p].add(d * BLOCK)));
                 for i in 0..Q {
                     let b = _mm512_set1_ps(*qs[i].q.add(d));
@@ -333,6 +357,8 @@ mod avx512 {
             }
             b0 += nb;
         }
+        // The first V block comes in during the softmax.
+        prefetch_block(kv.v.as_ptr().add(kv.offset(table[0], g)), BLOCK * hd);
         // Softmax per query: max, e^(s - max) (exactly 0 where masked), lane sums in order, × 1/sum.
         for i in 0..Q {
             let s = srow(i);
@@ -358,8 +384,13 @@ mod avx512 {
             let mut acc = [[_mm512_setzero_ps(); 4]; Q];
             for (bi, &b) in table[..n_blocks].iter().enumerate() {
                 let vb = kv.v.as_ptr().add(kv.offset(b, g));
+                // The next V block, a row's lines per position.
+                let vn = table.get(bi + 1).filter(|_| bi + 1 < n_blocks).map(|&nb| kv.v.as_ptr().add(kv.offset(nb, g)));
                 let valid = (max_pos - bi * BLOCK).min(BLOCK);
                 for l in 0..valid {
+                    if let Some(vn) = vn {
+                        prefetch_block(vn.add(l * hd + d0), 64.min(hd - d0));
+                    }
                     let vr = vb.add(l * hd + d0);
                     let v: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(vr.add(16 * j.min(nv - 1))));
                     for i in 0..Q {
