@@ -35,9 +35,12 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x 
   mkdir -p "$LCPP_DIR"
   tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$LCPP_DIR" --strip-components=1
   rm -rf "$tmp"
+  # The compiler's warnings go to a log, shown only if the build fails.
+  log=$LCPP_DIR/build.log
   (cd "$LCPP_DIR/vendor/llama.cpp" &&
-    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null &&
-    cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize >/dev/null)
+    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF &&
+    cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize) >"$log" 2>&1 ||
+    { tail -n 40 "$log" >&2; echo "llama.cpp build failed (full log: $log)" >&2; exit 1; }
 fi
 
 cargo build --release --quiet
@@ -59,6 +62,9 @@ lbb() { # llama-batched-bench 32 x (128 in, 128 out): decode t/s (S_TG)
     awk -F'|' '/^\|  *128/ {gsub(/ /,"",$9); print $9}'
 }
 
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+fam=$(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs) mod=$(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | xargs)
+echo "machine: $cpu (family $fam, model $mod), $(nproc) CPUs; $THREADS threads; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 printf '%-6s | %-22s | %-22s | %-26s\n' model "pp512 keel/llama (x)" "tg128 keel/llama (x)" "32-seq decode keel/llama (x)"
 for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf" "BF16:$MODELS/smollm2-BF16.gguf"; do
   name=${spec%%:*} m=${spec#*:}
