@@ -24,6 +24,7 @@ use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod shares;
 
 #[cfg(target_arch = "x86_64")]
@@ -147,7 +148,7 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
         let n_blocks = rows.div_ceil(BLOCK);
         let shares = Shares::new(n_blocks, crate::parallel::num_threads());
         parallel_for(shares.n_shares(), &|s| {
-            let share_end = (shares.share_end(s, n_blocks) * BLOCK).min(rows);
+            let share_end = (shares.share(s).end * BLOCK).min(rows);
             shares.work(s, |b, own| {
                 let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(rows));
                 // The own stream goes on after this block: prefetch across into it.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 pub(crate) const MAX_SHARES: usize = 64;
 
 pub(crate) struct Shares {
+    n_blocks: usize,
     n_shares: usize,
     cursors: [AtomicU64; MAX_SHARES],
 }
@@ -31,11 +32,13 @@ impl Shares {
     pub fn new(n_blocks: usize, n_shares: usize) -> Shares {
         assert!(n_blocks < 1 << 32, "Shares: {n_blocks} blocks");
         let n_shares = n_shares.clamp(1, MAX_SHARES);
+        let bounds =
+            |s: usize| if s < n_shares { (s * n_blocks / n_shares, (s + 1) * n_blocks / n_shares) } else { (0, 0) };
         let cursors = std::array::from_fn(|s| {
-            let (a, b) = if s < n_shares { (s * n_blocks / n_shares, (s + 1) * n_blocks / n_shares) } else { (0, 0) };
+            let (a, b) = bounds(s);
             AtomicU64::new(pack(a, b))
         });
-        Shares { n_shares, cursors }
+        Shares { n_blocks, n_shares, cursors }
     }
 
     pub fn n_shares(&self) -> usize {
@@ -73,9 +76,9 @@ impl Shares {
         }
     }
 
-    /// The first block past share `s` (where its own stream ends).
-    pub fn share_end(&self, s: usize, n_blocks: usize) -> usize {
-        (s + 1) * n_blocks / self.n_shares
+    /// Share `s`'s blocks `start..end` as first dealt (its own stream).
+    pub fn share(&self, s: usize) -> std::ops::Range<usize> {
+        s * self.n_blocks / self.n_shares..(s + 1) * self.n_blocks / self.n_shares
     }
 }
 
@@ -97,7 +100,7 @@ mod tests {
                             shares.work(s, |b, own| {
                                 // A thread's own blocks lie inside its share.
                                 if own {
-                                    assert!(b >= s * n_blocks / shares.n_shares() && b < shares.share_end(s, n_blocks));
+                                    assert!(shares.share(s).contains(&b));
                                 }
                                 hits[b].fetch_add(1, SeqCst);
                             })
