@@ -20,7 +20,7 @@ use crate::weights::ModelWeights;
 use keel_kernels::activation::silu_mul;
 use keel_kernels::aligned::AlignedBuf;
 use keel_kernels::attention::{paged_attention, AttnSeq};
-use keel_kernels::matmul::matmul;
+use keel_kernels::matmul::{matmul, matmul_many, WeightMatrix};
 use keel_kernels::norm::rms_norm;
 use keel_kernels::rope::{apply_rope, rope_cos_sin};
 use std::sync::Mutex;
@@ -55,12 +55,46 @@ fn linear(w: &Tensor, bias: Option<&Vec<f32>>, x: &[f32], out: &mut AlignedBuf) 
     let n = x.len() / m.cols;
     out.resize(n * m.rows);
     matmul(&m, x, out);
+    add_bias(out, m.rows, bias);
+    Ok(())
+}
+
+/// Adds `bias` (one value per output column, `rows` of them) to every token's row.
+fn add_bias(out: &mut [f32], rows: usize, bias: Option<&Vec<f32>>) {
     if let Some(b) = bias {
-        for row in out.chunks_exact_mut(m.rows) {
+        for row in out.chunks_exact_mut(rows) {
             for (o, b) in row.iter_mut().zip(b) {
                 *o += b;
             }
         }
+    }
+}
+
+/// `linear` for `N` matrices that read the same `x` (q/k/v, gate/up), in one parallel
+/// region (`matmul_many`); same results as `N` calls of `linear`.
+fn linears<const N: usize>(
+    ws: [(&Tensor, Option<&Vec<f32>>); N],
+    x: &[f32],
+    mut outs: [&mut AlignedBuf; N],
+) -> Result<()> {
+    let mut ms: [WeightMatrix; N] = [ws[0].0.matrix()?; N];
+    for i in 1..N {
+        ms[i] = ws[i].0.matrix()?;
+    }
+    if ms.iter().any(|m| m.cols != ms[0].cols) {
+        for (i, (w, b)) in ws.iter().enumerate() {
+            linear(w, *b, x, outs[i])?;
+        }
+        return Ok(());
+    }
+    let n = x.len() / ms[0].cols;
+    for (m, out) in ms.iter().zip(outs.iter_mut()) {
+        out.resize(n * m.rows);
+    }
+    let mut views = outs.each_mut().map(|o| o.as_mut_slice());
+    matmul_many(&ms, x, &mut views);
+    for (i, (_, b)) in ws.iter().enumerate() {
+        add_bias(outs[i], ms[i].rows, *b);
     }
     Ok(())
 }
@@ -119,9 +153,12 @@ impl Model {
 
         for (l, lw) in self.weights.layers.iter().enumerate() {
             rms_norm(&ws.x, &lw.attn_norm, cfg.rms_norm_eps, &mut ws.normed);
-            linear(&lw.wq, lw.bq.as_ref(), &ws.normed, &mut ws.q)?; // [n, nh*hd]
-            linear(&lw.wk, lw.bk.as_ref(), &ws.normed, &mut ws.k)?; // [n, nkv*hd]
-            linear(&lw.wv, lw.bv.as_ref(), &ws.normed, &mut ws.v)?; // [n, nkv*hd]
+            // q [n, nh*hd], k and v [n, nkv*hd]
+            linears(
+                [(&lw.wq, lw.bq.as_ref()), (&lw.wk, lw.bk.as_ref()), (&lw.wv, lw.bv.as_ref())],
+                &ws.normed,
+                [&mut ws.q, &mut ws.k, &mut ws.v],
+            )?;
             let kv_w = nkv * hd;
             for t in 0..n {
                 let (cos, sin) = (&ws.cos[t * half..(t + 1) * half], &ws.sin[t * half..(t + 1) * half]);
@@ -141,8 +178,8 @@ impl Model {
             }
 
             rms_norm(&ws.x, &lw.ffn_norm, cfg.rms_norm_eps, &mut ws.normed);
-            linear(&lw.w_gate, None, &ws.normed, &mut ws.gate)?; // [n, ff]
-            linear(&lw.w_up, None, &ws.normed, &mut ws.up)?;
+            // gate and up [n, ff]
+            linears([(&lw.w_gate, None), (&lw.w_up, None)], &ws.normed, [&mut ws.gate, &mut ws.up])?;
             silu_mul(&mut ws.gate, &ws.up);
             linear(&lw.w_down, None, &ws.gate, &mut ws.proj)?; // [n, hidden]
             for (xi, di) in ws.x.iter_mut().zip(ws.proj.iter()) {

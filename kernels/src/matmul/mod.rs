@@ -94,26 +94,86 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
 
 /// `out[t, r] = Σ_c x[t, c] · W[r, c]`; `x` is `[n_tokens, cols]`, `out` `[n_tokens, rows]`.
 pub fn matmul(w: &WeightMatrix, x: &[f32], out: &mut [f32]) {
-    let cols = w.cols;
+    matmul_many(&[*w], x, &mut [out]);
+}
+
+/// Most matrices one `matmul_many` call takes (q/k/v is the largest group).
+pub const MAX_PARTS: usize = 4;
+
+/// `matmul(ws[i], x, outs[i])` for every `i`, in one parallel region: the matrices share
+/// the input `x` (q/k/v projections, gate/up), so their rows are dealt out as one row
+/// space and the threads meet once instead of once per matrix. Each output gets the same
+/// bits as from its own `matmul`.
+pub fn matmul_many(ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
+    assert!(
+        !ws.is_empty() && ws.len() <= MAX_PARTS && ws.len() == outs.len(),
+        "matmul_many: {} matrices, {} outputs (1..={MAX_PARTS})",
+        ws.len(),
+        outs.len()
+    );
+    let cols = ws[0].cols;
     assert!(cols > 0 && x.len() % cols == 0, "matmul: x has {} values, not a multiple of {cols}", x.len());
     let n_tokens = x.len() / cols;
-    assert_eq!(out.len(), n_tokens * w.rows, "matmul: out has the wrong size");
-    if n_tokens == 0 || w.rows == 0 {
+    let mut parts = [Part { w: ws[0], out: Out(std::ptr::null_mut()), first: 0 }; MAX_PARTS];
+    for (i, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+        assert_eq!(w.cols, cols, "matmul_many: matrix {i} has {} columns, not {cols}", w.cols);
+        assert_eq!(out.len(), n_tokens * w.rows, "matmul: out has the wrong size");
+        parts[i] = Part { w: *w, out: Out(out.as_mut_ptr()), first: 0 };
+    }
+    if n_tokens == 0 {
         return;
     }
-    let o = Out(out.as_mut_ptr());
+    let parts = Parts { parts, n: ws.len() };
     match simd_level() {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => matmul_avx512(w, x, n_tokens, o),
-        _ => matmul_generic(w, x, n_tokens, o),
+        SimdLevel::Avx512 => matmul_avx512(&parts, x, n_tokens),
+        _ => matmul_generic(&parts, x, n_tokens),
     }
 }
 
-fn matmul_generic(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
-    let (rows, cols) = (w.rows, w.cols);
-    let chunk = 16;
-    parallel_for(rows.div_ceil(chunk), &|c| {
-        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+/// One matrix of a `matmul_many` call, its output, and its first unit (block or task)
+/// in the call's concatenated unit space.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    w: WeightMatrix<'a>,
+    out: Out,
+    first: usize,
+}
+
+/// The matrices of one call, their rows cut into units of `unit` rows, numbered one
+/// matrix after the other.
+struct Parts<'a> {
+    parts: [Part<'a>; MAX_PARTS],
+    n: usize,
+}
+
+impl<'a> Parts<'a> {
+    /// Numbers the units of `unit` rows; returns the total.
+    fn number(&mut self, unit: usize) -> usize {
+        let mut first = 0;
+        for p in &mut self.parts[..self.n] {
+            p.first = first;
+            first += p.w.rows.div_ceil(unit);
+        }
+        first
+    }
+
+    /// The part unit `u` lies in, and `u`'s index inside it.
+    fn find(&self, u: usize) -> (&Part<'a>, usize) {
+        let p = self.parts[..self.n].iter().rev().find(|p| p.first <= u).expect("unit 0 is in part 0");
+        (p, u - p.first)
+    }
+}
+
+fn matmul_generic(parts: &Parts, x: &[f32], n_tokens: usize) {
+    const CHUNK: usize = 16;
+    let mut parts = Parts { parts: parts.parts, n: parts.n };
+    let n_tasks = parts.number(CHUNK);
+    parallel_for(n_tasks, &|u| {
+        let (p, c) = parts.find(u);
+        let (w, o) = (&p.w, p.out);
+        let (rows, cols) = (w.rows, w.cols);
+        let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
         if n_tokens == 1 {
             for r in r0..r1 {
                 // SAFETY: r < rows, owned by this task.
@@ -134,9 +194,8 @@ fn matmul_generic(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
-    let (rows, cols) = (w.rows, w.cols);
-    let row_ptr = |r: usize| w.row(r).as_ptr();
+fn matmul_avx512(parts: &Parts, x: &[f32], n_tokens: usize) {
+    let mut parts = Parts { parts: parts.parts, n: parts.n };
     if n_tokens == 1 {
         // Each thread streams one contiguous share of the rows (what the hardware
         // prefetchers follow best; interleaved 32-row tasks ran ~20% slower on a
@@ -145,14 +204,17 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
         // 8 (quantized: more independent chains to hide the expansion; float rows with 8
         // streams ran at ~60% of the 4-row bandwidth on AMD Zen 4).
         const BLOCK: usize = 16;
-        let n_blocks = rows.div_ceil(BLOCK);
+        let n_blocks = parts.number(BLOCK);
         let shares = Shares::new(n_blocks, crate::parallel::num_threads());
         parallel_for(shares.n_shares(), &|s| {
-            let share_end = (shares.share(s).end * BLOCK).min(rows);
+            let share_end = shares.share(s).end;
             shares.work(s, |b, own| {
-                let (r0, r1) = (b * BLOCK, ((b + 1) * BLOCK).min(rows));
-                // The own stream goes on after this block: prefetch across into it.
-                let pf_end = if own { share_end } else { r1 };
+                let (p, lb) = parts.find(b);
+                let (w, o) = (&p.w, p.out);
+                let (r0, r1) = (lb * BLOCK, ((lb + 1) * BLOCK).min(w.rows));
+                // The own stream goes on after this block (up to the end of the share or
+                // of this matrix): prefetch across into it.
+                let pf_end = if own { ((share_end - p.first) * BLOCK).min(w.rows) } else { r1 };
                 // SAFETY: level checked by simd_level(); rows hold `cols` elements; the
                 // block's outputs belong to this call (`Shares` hands it out once).
                 unsafe {
@@ -171,7 +233,12 @@ fn matmul_avx512(w: &WeightMatrix, x: &[f32], n_tokens: usize, o: Out) {
     // them against every token of a 128-token block (rows are re-expanded once per block).
     const CHUNK: usize = 24;
     const TOKEN_BLOCK: usize = 128;
-    parallel_for(rows.div_ceil(CHUNK), &|c| {
+    let n_tasks = parts.number(CHUNK);
+    parallel_for(n_tasks, &|u| {
+        let (p, c) = parts.find(u);
+        let (w, o) = (&p.w, p.out);
+        let (rows, cols) = (w.rows, w.cols);
+        let row_ptr = |r: usize| w.row(r).as_ptr();
         let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
         // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
         let stride = cols.div_ceil(16) * 16;
@@ -355,6 +422,31 @@ mod tests {
                 let mut one = vec![0f32; rows];
                 matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
                 assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype}: token {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_many_gives_each_matrix_its_own_matmul_bits() {
+        let mut rng = Lcg(11);
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_1, DType::Q4K] {
+            let cols = if dtype.block_size() == 256 { 256 } else { 64 };
+            // Row counts off the 16- and 24-row units, and an empty matrix in the middle.
+            let shapes = [45usize, 0, 17, 100];
+            let data: Vec<Vec<u8>> =
+                shapes.iter().map(|&r| (0..r).flat_map(|_| random_row(dtype, cols, &mut rng)).collect()).collect();
+            let ws: Vec<WeightMatrix> =
+                shapes.iter().zip(&data).map(|(&r, d)| WeightMatrix::new(dtype, d, r, cols).expect("shape")).collect();
+            for n_tokens in [1usize, 3, 9] {
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+                let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![f32::NAN; n_tokens * r]).collect();
+                let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                matmul_many(&ws, &x, &mut views);
+                for (i, w) in ws.iter().enumerate() {
+                    let mut alone = vec![0f32; n_tokens * w.rows];
+                    matmul(w, &x, &mut alone);
+                    assert_eq!(outs[i], alone, "{dtype}: matrix {i}, {n_tokens} tokens");
+                }
             }
         }
     }

@@ -11,13 +11,18 @@
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// Most shares (threads beyond this share the last ones' blocks by stealing).
-pub(crate) const MAX_SHARES: usize = 64;
+pub(crate) const MAX_SHARES: usize = 32;
 
 pub(crate) struct Shares {
     n_blocks: usize,
     n_shares: usize,
-    cursors: [AtomicU64; MAX_SHARES],
+    cursors: [Cursor; MAX_SHARES],
 }
+
+/// One share's cursor on its own cache-line pair: a thread claiming its own blocks must
+/// not bounce the line its neighbour claims from (false sharing cost ~5% of decode).
+#[repr(align(128))]
+struct Cursor(AtomicU64);
 
 fn pack(front: usize, back: usize) -> u64 {
     ((front as u64) << 32) | back as u64
@@ -36,7 +41,7 @@ impl Shares {
             |s: usize| if s < n_shares { (s * n_blocks / n_shares, (s + 1) * n_blocks / n_shares) } else { (0, 0) };
         let cursors = std::array::from_fn(|s| {
             let (a, b) = bounds(s);
-            AtomicU64::new(pack(a, b))
+            Cursor(AtomicU64::new(pack(a, b)))
         });
         Shares { n_blocks, n_shares, cursors }
     }
@@ -47,7 +52,7 @@ impl Shares {
 
     /// Takes the next block from the front (`front == true`) or the back of share `s`.
     fn take(&self, s: usize, front: bool) -> Option<usize> {
-        let c = &self.cursors[s];
+        let c = &self.cursors[s].0;
         let mut v = c.load(Relaxed);
         loop {
             let (f, b) = unpack(v);
