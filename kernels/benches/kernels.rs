@@ -50,6 +50,39 @@ fn bench_matmul(c: &mut Criterion) {
     }
 }
 
+/// One decode step's linear layers as the model runs them: a layer's seven matrices
+/// (q, k, v, o, gate, up, down) one after the other, over 30 layers' worth of distinct
+/// weights (more than any L3), so every byte comes from memory as in `runtime bench`.
+fn bench_decode_layers(c: &mut Criterion) {
+    setup();
+    let mut rng = Lcg(5);
+    let mut g = c.benchmark_group("decode_layers");
+    g.sample_size(10);
+    let shapes = [(576usize, 576usize), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)];
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::BF16] {
+        let layers: Vec<Vec<Vec<u8>>> = (0..30)
+            .map(|_| {
+                shapes.iter().map(|&(r, k)| (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect()).collect()
+            })
+            .collect();
+        let x = aligned(1536, &mut rng);
+        let mut out = vec![0f32; 1536];
+        let macs: usize = shapes.iter().map(|(r, k)| r * k).sum::<usize>() * layers.len();
+        g.throughput(Throughput::Elements(macs as u64));
+        g.bench_function(dtype.name(), |b| {
+            b.iter(|| {
+                for layer in &layers {
+                    for (&(r, k), w) in shapes.iter().zip(layer) {
+                        let wm = WeightMatrix::new(dtype, w, r, k).expect("shape");
+                        matmul(&wm, black_box(&x[..k]), &mut out[..r]);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_attention(c: &mut Criterion) {
     setup();
     let (nh, nkv, hd) = (9, 3, 64);
@@ -116,5 +149,5 @@ fn bench_dot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_attention, bench_elementwise, bench_dot);
+criterion_group!(benches, bench_matmul, bench_decode_layers, bench_attention, bench_elementwise, bench_dot);
 criterion_main!(benches);
