@@ -193,6 +193,12 @@ fn matmul_generic(parts: &Parts, x: &[f32], n_tokens: usize) {
     });
 }
 
+/// Rows per chunk of the several-token AVX-512 path, and tokens per block of it.
+#[cfg(target_arch = "x86_64")]
+const CHUNK: usize = 24;
+#[cfg(target_arch = "x86_64")]
+const TOKEN_BLOCK: usize = 128;
+
 #[cfg(target_arch = "x86_64")]
 fn matmul_avx512(parts: &Parts, x: &[f32], n_tokens: usize) {
     let mut parts = Parts { parts: parts.parts, n: parts.n };
@@ -229,69 +235,77 @@ fn matmul_avx512(parts: &Parts, x: &[f32], n_tokens: usize) {
         });
         return;
     }
-    // A task owns 24 rows; it expands 6 rows at a time into an L1-sized scratch and runs
-    // them against every token of a 128-token block (rows are re-expanded once per block).
-    const CHUNK: usize = 24;
-    const TOKEN_BLOCK: usize = 128;
-    let n_tasks = parts.number(CHUNK);
-    parallel_for(n_tasks, &|u| {
-        let (p, c) = parts.find(u);
-        let (w, o) = (&p.w, p.out);
-        let (rows, cols) = (w.rows, w.cols);
-        let row_ptr = |r: usize| w.row(r).as_ptr();
-        let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
-        // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
-        let stride = cols.div_ceil(16) * 16;
-        with_scratch(6 * stride, |scratch| {
-            // SAFETY: level checked by simd_level(); rows hold `cols` elements; scratch
-            // holds 6 expanded rows; outputs of rows r0..r1 belong to this task.
-            unsafe {
-                let xp = x.as_ptr();
-                for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
-                    let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
-                    let mut r = r0;
-                    while r < r1 {
-                        let n = if r1 - r >= 6 {
-                            6
-                        } else if r1 - r >= 4 {
-                            4
-                        } else {
-                            1
-                        };
-                        // The next group's rows (contiguous after these) stream in while
-                        // this one computes, their lines spread over its tile calls.
-                        let next = if r + n < rows {
-                            avx512::Prefetch { ptr: row_ptr(r + n), len: w.row_bytes() * 6.min(rows - r - n) }
-                        } else {
-                            avx512::Prefetch::NONE
-                        };
-                        for i in 0..n {
-                            avx512::expand_row(
-                                w.dtype,
-                                row_ptr(r + i),
-                                cols,
-                                &mut scratch[i * stride..i * stride + cols],
-                            );
-                        }
-                        let sp = scratch.as_ptr();
-                        let ctx = Tiles {
-                            w: |rr: usize| sp.add((rr - r) * stride),
-                            x: |t: usize| xp.add(t * cols),
-                            cols,
-                            rows,
-                            out: o,
-                        };
-                        match n {
-                            6 => ctx.rows_x_tokens::<6>(r, t0, t1, next),
-                            4 => ctx.rows_x_tokens::<4>(r, t0, t1, next),
-                            _ => ctx.rows_x_tokens::<1>(r, t0, t1, next),
-                        }
-                        r += n;
+    // A chunk is 24 rows; its thread expands 6 rows at a time into an L1-sized scratch and
+    // runs them against every token of a 128-token block (rows are re-expanded once per
+    // block). Chunks are dealt out as contiguous shares (`shares.rs`), so the rows a thread
+    // takes next are known and already on their way when it gets there (with chunks handed
+    // out one by one, the first group of every chunk came cold from memory: ~10% of a
+    // 32-sequence decode went to stalls in `expand_row`).
+    let n_chunks = parts.number(CHUNK);
+    let shares = Shares::new(n_chunks, crate::parallel::num_threads());
+    parallel_for(shares.n_shares(), &|s| {
+        let share_end = shares.share(s).end;
+        shares.work(s, |u, own| tiled_chunk(&parts, u, own, share_end, x, n_tokens));
+    });
+}
+
+/// Chunk `u` of `parts` (24 rows) against all `n_tokens` tokens of `x` (see
+/// `matmul_avx512`); `own`: the chunk is from this thread's share, which ends at chunk
+/// `share_end`, so the rows after it are this thread's next and are prefetched.
+#[cfg(target_arch = "x86_64")]
+fn tiled_chunk(parts: &Parts, u: usize, own: bool, share_end: usize, x: &[f32], n_tokens: usize) {
+    let (p, c) = parts.find(u);
+    let (w, o) = (&p.w, p.out);
+    let (rows, cols) = (w.rows, w.cols);
+    let row_ptr = |r: usize| w.row(r).as_ptr();
+    let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
+    let pf_end = if own { ((share_end - p.first) * CHUNK).min(rows) } else { r1 };
+    // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
+    let stride = cols.div_ceil(16) * 16;
+    with_scratch(6 * stride, |scratch| {
+        // SAFETY: level checked by simd_level(); rows hold `cols` elements; scratch
+        // holds 6 expanded rows; outputs of rows r0..r1 belong to this task.
+        unsafe {
+            let xp = x.as_ptr();
+            for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
+                let mut r = r0;
+                while r < r1 {
+                    let n = if r1 - r >= 6 {
+                        6
+                    } else if r1 - r >= 4 {
+                        4
+                    } else {
+                        1
+                    };
+                    // The next group's rows (contiguous after these) stream in while
+                    // this one computes, their lines spread over its tile calls.
+                    let next = if r + n < pf_end {
+                        avx512::Prefetch { ptr: row_ptr(r + n), len: w.row_bytes() * 6.min(pf_end - r - n) }
+                    } else {
+                        avx512::Prefetch::NONE
+                    };
+                    for i in 0..n {
+                        avx512::expand_row(w.dtype, row_ptr(r + i), cols, &mut scratch[i * stride..i * stride + cols]);
                     }
+                    let sp = scratch.as_ptr();
+                    let ctx = Tiles {
+                        w: |rr: usize| sp.add((rr - r) * stride),
+                        x: |t: usize| xp.add(t * cols),
+                        cols,
+                        rows,
+                        out: o,
+                    };
+                    match n {
+                        6 => ctx.rows_x_tokens::<6>(r, t0, t1, next),
+                        4 => ctx.rows_x_tokens::<4>(r, t0, t1, next),
+                        _ => ctx.rows_x_tokens::<1>(r, t0, t1, next),
+                    }
+                    r += n;
                 }
             }
-        })
-    });
+        }
+    })
 }
 
 /// Rows `r0..` of `w` dotted with one token, `G` rows per fused GEMV while `G` rows are
