@@ -1,17 +1,19 @@
 //! `out = x · Wᵀ` for a weight matrix in its stored type: the linear layers.
 //!
-//! Work is split over rows of `W` into tasks on the kernel thread pool
-//! (`parallel::parallel_for`). Every output element `(token t, row r)` is computed with
-//! its SIMD level's fixed accumulation order, whatever the number of tokens or the tile
-//! it falls in, so a token's result never depends on the rest of its batch.
+//! Work is split over rows of `W` on the kernel thread pool (`parallel::parallel_for`);
+//! `matmul_many` deals the rows of several matrices that share an input as one row space.
+//! Every output element `(token t, row r)` is computed with its SIMD level's fixed
+//! accumulation order, whatever the number of tokens, the tile it falls in or the thread
+//! that computes it, so a token's result never depends on the rest of its batch.
 //!
 //! * AVX-512, one token: each thread streams one contiguous share of the rows (then
 //!   helps the others from the back of theirs, `shares.rs`) through a fused GEMV over 4
 //!   (float) or 8 (quantized) rows at a time, weights expanded in registers.
-//! * AVX-512, several tokens: 6 rows at a time are expanded into a thread-local, L1-sized
-//!   f32 scratch (exact values of the reference dequantizer), then a 6-row × 4-token
-//!   register-tiled micro-kernel runs them against a block of up to 128 tokens (whose
-//!   activations stay in L2).
+//! * AVX-512, several tokens: 24-row chunks dealt out the same way; 6 rows at a time are
+//!   expanded into a thread-local, L1-sized f32 scratch (exact values of the reference
+//!   dequantizer), then a 6-row × 4-token register-tiled micro-kernel runs them against a
+//!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
+//!   rows it will take next, across chunks of its own share.
 //! * AVX2 / scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
 
 use crate::aligned::AlignedBuf;
