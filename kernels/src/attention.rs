@@ -18,6 +18,7 @@
 use crate::aligned::AlignedBuf;
 use crate::exp::exp_scalar;
 use crate::parallel::parallel_for;
+use crate::shares::Shares;
 use crate::simd::{simd_level, SimdLevel};
 use std::cell::RefCell;
 
@@ -148,7 +149,7 @@ pub fn paged_attention_at(
             }
         }
     }
-    parallel_for(tasks.len(), &|task| {
+    let run_task = |task: usize| {
         let (t0, nt, g) = tasks[task];
         let table = seqs[token_seq[t0].0].block_table;
         let max_pos = token_seq[t0 + nt - 1].1;
@@ -182,6 +183,26 @@ pub fn paged_attention_at(
                 scalar_group(q_rows, table, n_pos, kv, g, group, scale, &mut sc, o);
             }
         });
+    };
+    // Tasks go out as contiguous shares (`crate::shares`), so a thread knows its next task
+    // and asks for that task's first K blocks (cold, on scattered pages) while it works on
+    // this one.
+    let shares = Shares::new(tasks.len(), crate::parallel::num_threads());
+    parallel_for(shares.n_shares(), &|s| {
+        let share_end = shares.share(s).end;
+        shares.work(s, |task, own| {
+            #[cfg(target_arch = "x86_64")]
+            if simd && own && task + 1 < share_end {
+                let (t0, nt, g) = tasks[task + 1];
+                let table = seqs[token_seq[t0].0].block_table;
+                let n_blocks = token_seq[t0 + nt - 1].1.div_ceil(BLOCK);
+                for &b in &table[..n_blocks.min(4)] {
+                    // SAFETY: the level guarantees AVX-512; block ids were checked above.
+                    unsafe { avx512::prefetch_block_l2(kv.k.as_ptr().add(kv.offset(b, g)), BLOCK * hd) };
+                }
+            }
+            run_task(task);
+        })
     });
 }
 
@@ -295,6 +316,15 @@ mod avx512 {
     unsafe fn prefetch_block(p: *const f32, n: usize) {
         for i in (0..n).step_by(16) {
             _mm_prefetch::<_MM_HINT_T0>(p.add(i) as *const i8);
+        }
+    }
+
+    /// `prefetch_block` into L2 only (for data needed after the current task).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    pub unsafe fn prefetch_block_l2(p: *const f32, n: usize) {
+        for i in (0..n).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T1>(p.add(i) as *const i8);
         }
     }
 

@@ -7,7 +7,7 @@
 //! that computes it, so a token's result never depends on the rest of its batch.
 //!
 //! * AVX-512, one token: each thread streams one contiguous share of the rows (then
-//!   helps the others from the back of theirs, `shares.rs`) through a fused GEMV over 4
+//!   helps the others from the back of theirs, `crate::shares`) through a fused GEMV over 4
 //!   (float) or 8 (quantized) rows at a time, weights expanded in registers.
 //! * AVX-512, several tokens: 24-row chunks dealt out the same way; 6 rows at a time are
 //!   expanded into a thread-local, L1-sized f32 scratch (exact values of the reference
@@ -27,10 +27,7 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
-mod shares;
-
-#[cfg(target_arch = "x86_64")]
-use shares::Shares;
+use crate::shares::Shares;
 
 /// A borrowed `[rows, cols]` matrix stored row-major as `dtype` blocks.
 #[derive(Clone, Copy, Debug)]
@@ -208,7 +205,7 @@ fn matmul_avx512(parts: &Parts, x: &[f32], n_tokens: usize) {
         // Each thread streams one contiguous share of the rows (what the hardware
         // prefetchers follow best; interleaved 32-row tasks ran ~20% slower on a
         // memory-bound decode), 16-row blocks at a time, and then helps the others from
-        // the back of their shares (`shares.rs`). Rows go 4 at a time (float formats) or
+        // the back of their shares (`crate::shares`). Rows go 4 at a time (float formats) or
         // 8 (quantized: more independent chains to hide the expansion; float rows with 8
         // streams ran at ~60% of the 4-row bandwidth on AMD Zen 4).
         const BLOCK: usize = 16;
@@ -239,7 +236,7 @@ fn matmul_avx512(parts: &Parts, x: &[f32], n_tokens: usize) {
     }
     // A chunk is 24 rows; its thread expands 6 rows at a time into an L1-sized scratch and
     // runs them against every token of a 128-token block (rows are re-expanded once per
-    // block). Chunks are dealt out as contiguous shares (`shares.rs`), so the rows a thread
+    // block). Chunks are dealt out as contiguous shares (`crate::shares`), so the rows a thread
     // takes next are known and already on their way when it gets there (with chunks handed
     // out one by one, the first group of every chunk came cold from memory: ~10% of a
     // 32-sequence decode went to stalls in `expand_row`).

@@ -1,6 +1,7 @@
-//! How a memory-bound matmul splits its rows over threads: one contiguous share of
-//! blocks per thread, worked front to back (one sequential stream per thread, which the
-//! hardware prefetchers follow best), and a thread whose share is done takes blocks from
+//! How a memory-bound kernel (matmul rows, attention tasks) splits its work over threads:
+//! one contiguous share of blocks per thread, worked front to back (one sequential stream
+//! per thread, which the hardware prefetchers follow best, and the thread knows what it
+//! takes next, so it can prefetch it), and a thread whose share is done takes blocks from
 //! the *back* of the other shares, so one slow thread (a busy neighbour on a shared VM)
 //! does not hold the whole step up.
 //!
@@ -11,7 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// Most shares (threads beyond this share the last ones' blocks by stealing).
-pub(crate) const MAX_SHARES: usize = 32;
+pub(crate) const MAX_SHARES: usize = 64;
 
 pub(crate) struct Shares {
     n_blocks: usize,
