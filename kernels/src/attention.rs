@@ -17,8 +17,7 @@
 
 use crate::aligned::AlignedBuf;
 use crate::exp::exp_scalar;
-use crate::parallel::parallel_for;
-use crate::shares::Shares;
+use crate::shares::deal;
 use crate::simd::{simd_level, SimdLevel};
 use std::cell::RefCell;
 
@@ -187,23 +186,25 @@ pub fn paged_attention_at(
     // Tasks go out as contiguous shares (`crate::shares`), so a thread knows its next task
     // and asks for that task's first K blocks (cold, on scattered pages) while it works on
     // this one.
-    let shares = Shares::new(tasks.len(), crate::parallel::num_threads());
-    parallel_for(shares.n_shares(), &|s| {
-        let share_end = shares.share(s).end;
-        shares.work(s, |task, own| {
-            #[cfg(target_arch = "x86_64")]
-            if simd && own && task + 1 < share_end {
-                let (t0, nt, g) = tasks[task + 1];
-                let table = seqs[token_seq[t0].0].block_table;
-                let n_blocks = token_seq[t0 + nt - 1].1.div_ceil(BLOCK);
-                for &b in &table[..n_blocks.min(4)] {
-                    // SAFETY: the level guarantees AVX-512; block ids were checked above.
-                    unsafe { avx512::prefetch_block_l2(kv.k.as_ptr().add(kv.offset(b, g)), BLOCK * hd) };
-                }
-            }
-            run_task(task);
-        })
+    deal(tasks.len(), |task, own_end| {
+        if simd && own_end.is_some_and(|end| task + 1 < end) {
+            let (t0, nt, g) = tasks[task + 1];
+            let n_blocks = token_seq[t0 + nt - 1].1.div_ceil(BLOCK);
+            prefetch_k_start(&seqs[token_seq[t0].0].block_table[..n_blocks.min(4)], kv, g);
+        }
+        run_task(task);
     });
+}
+
+/// Brings KV head `g`'s K blocks `table` into L2 (AVX-512 builds; elsewhere nothing).
+fn prefetch_k_start(table: &[u32], kv: &PagedKv, g: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for &b in table {
+        // SAFETY: only called on the AVX-512 path; block ids were checked by the caller.
+        unsafe { avx512::prefetch_block_l2(kv.k.as_ptr().add(kv.offset(b, g)), BLOCK * kv.head_dim) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (table, kv, g);
 }
 
 /// Reference: the same operations, one lane at a time.

@@ -14,6 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 /// Most shares (threads beyond this share the last ones' blocks by stealing).
 pub(crate) const MAX_SHARES: usize = 64;
 
+/// Runs `f(block, own_end)` once for every block `< n_blocks` across the kernel pool's
+/// threads, dealt as shares. `own_end` is `Some(end)` when the block comes from the
+/// running thread's own share, whose blocks up to `end` are that thread's next (worth
+/// prefetching); `None` when it was taken from the back of another thread's share.
+pub(crate) fn deal(n_blocks: usize, f: impl Fn(usize, Option<usize>) + Sync) {
+    let shares = Shares::new(n_blocks, crate::parallel::num_threads());
+    crate::parallel::parallel_for(shares.n_shares(), &|s| {
+        let end = shares.share(s).end;
+        shares.work(s, |b, own| f(b, own.then_some(end)));
+    });
+}
+
 pub(crate) struct Shares {
     n_blocks: usize,
     n_shares: usize,

@@ -27,7 +27,7 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
-use crate::shares::Shares;
+use crate::shares::deal;
 
 /// A borrowed `[rows, cols]` matrix stored row-major as `dtype` blocks.
 #[derive(Clone, Copy, Debug)]
@@ -193,7 +193,7 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
 
 /// Rows per chunk of the several-token AVX-512 path, and tokens per block of it.
 #[cfg(target_arch = "x86_64")]
-const CHUNK: usize = 24;
+const TILED_CHUNK: usize = 24;
 #[cfg(target_arch = "x86_64")]
 const TOKEN_BLOCK: usize = 128;
 
@@ -207,28 +207,23 @@ fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
         // 8 (quantized: more independent chains to hide the expansion; float rows with 8
         // streams ran at ~60% of the 4-row bandwidth on AMD Zen 4).
         const BLOCK: usize = 16;
-        let n_blocks = parts.number(BLOCK);
-        let shares = Shares::new(n_blocks, crate::parallel::num_threads());
-        parallel_for(shares.n_shares(), &|s| {
-            let share_end = shares.share(s).end;
-            shares.work(s, |b, own| {
-                let (p, lb) = parts.find(b);
-                let (w, o) = (&p.w, p.out);
-                let (r0, r1) = (lb * BLOCK, ((lb + 1) * BLOCK).min(w.rows));
-                // The own stream goes on after this block (up to the end of the share or
-                // of this matrix): prefetch across into it.
-                let pf_end = if own { ((share_end - p.first) * BLOCK).min(w.rows) } else { r1 };
-                // SAFETY: level checked by simd_level(); rows hold `cols` elements; the
-                // block's outputs belong to this call (`Shares` hands it out once).
-                unsafe {
-                    let r = if w.dtype.is_quantized() {
-                        gemv_groups::<8>(w, x, r0, r1, pf_end, o)
-                    } else {
-                        gemv_groups::<4>(w, x, r0, r1, pf_end, o)
-                    };
-                    gemv_groups::<1>(w, x, r, r1, r1, o);
-                }
-            });
+        deal(parts.number(BLOCK), |b, own_end| {
+            let (p, lb) = parts.find(b);
+            let (w, o) = (&p.w, p.out);
+            let (r0, r1) = (lb * BLOCK, ((lb + 1) * BLOCK).min(w.rows));
+            // The own stream goes on after this block (up to the end of the share or of
+            // this matrix): prefetch across into it.
+            let pf_end = own_end.map_or(r1, |end| ((end - p.first) * BLOCK).min(w.rows));
+            // SAFETY: level checked by simd_level(); rows hold `cols` elements; the block's
+            // outputs belong to this call (`deal` hands it out once).
+            unsafe {
+                let r = if w.dtype.is_quantized() {
+                    gemv_groups::<8>(w, x, r0, r1, pf_end, o)
+                } else {
+                    gemv_groups::<4>(w, x, r0, r1, pf_end, o)
+                };
+                gemv_groups::<1>(w, x, r, r1, r1, o);
+            }
         });
         return;
     }
@@ -238,25 +233,20 @@ fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
     // takes next are known and already on their way when it gets there (with chunks handed
     // out one by one, the first group of every chunk came cold from memory: ~10% of a
     // 32-sequence decode went to stalls in `expand_row`).
-    let n_chunks = parts.number(CHUNK);
-    let shares = Shares::new(n_chunks, crate::parallel::num_threads());
-    parallel_for(shares.n_shares(), &|s| {
-        let share_end = shares.share(s).end;
-        shares.work(s, |u, own| tiled_chunk(&parts, u, own, share_end, x, n_tokens));
-    });
+    deal(parts.number(TILED_CHUNK), |u, own_end| tiled_chunk(&parts, u, own_end, x, n_tokens));
 }
 
 /// Chunk `u` of `parts` (24 rows) against all `n_tokens` tokens of `x` (see
-/// `matmul_avx512`); `own`: the chunk is from this thread's share, which ends at chunk
-/// `share_end`, so the rows after it are this thread's next and are prefetched.
+/// `matmul_avx512`); `own_end`: the chunk is from this thread's share, which ends at that
+/// chunk, so the rows after it are this thread's next and are prefetched.
 #[cfg(target_arch = "x86_64")]
-fn tiled_chunk(parts: &Parts, u: usize, own: bool, share_end: usize, x: &[f32], n_tokens: usize) {
+fn tiled_chunk(parts: &Parts, u: usize, own_end: Option<usize>, x: &[f32], n_tokens: usize) {
     let (p, c) = parts.find(u);
     let (w, o) = (&p.w, p.out);
     let (rows, cols) = (w.rows, w.cols);
     let row_ptr = |r: usize| w.row(r).as_ptr();
-    let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(rows));
-    let pf_end = if own { ((share_end - p.first) * CHUNK).min(rows) } else { r1 };
+    let (r0, r1) = (c * TILED_CHUNK, ((c + 1) * TILED_CHUNK).min(rows));
+    let pf_end = own_end.map_or(r1, |end| ((end - p.first) * TILED_CHUNK).min(rows));
     // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
     let stride = cols.div_ceil(16) * 16;
     with_scratch(6 * stride, |scratch| {
