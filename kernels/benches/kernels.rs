@@ -112,6 +112,37 @@ fn bench_attention(c: &mut Criterion) {
             b.iter(|| paged_attention(black_box(&q), &seqs, &kv, nh, 0.125, &mut out))
         });
     }
+    // A 32-sequence decode step's attention over 30 layers of distinct caches (377 MB, so
+    // streamed from memory as in `runtime bench offline`; the cases above stay in L3), the
+    // sequences' blocks interleaved over the pool as the engine hands them out.
+    let (ctx, n_seqs, n_layers) = (192usize, 32usize, 30usize);
+    let blocks_per_seq = ctx.div_ceil(BLOCK);
+    let num_blocks = blocks_per_seq * n_seqs;
+    let layers: Vec<(Vec<f32>, Vec<f32>)> = (0..n_layers)
+        .map(|_| {
+            let kc: Vec<f32> = (0..layer_len(num_blocks, nkv, hd)).map(|_| rng.normal()).collect();
+            (kc.clone(), kc)
+        })
+        .collect();
+    let tables: Vec<Vec<u32>> =
+        (0..n_seqs).map(|s| (0..blocks_per_seq).map(|b| (b * n_seqs + s) as u32).collect()).collect();
+    let seqs: Vec<AttnSeq> = tables
+        .iter()
+        .enumerate()
+        .map(|(s, t)| AttnSeq { query_start: s, query_len: 1, context_len: ctx, block_table: t })
+        .collect();
+    let q = aligned(n_seqs * nh * hd, &mut rng);
+    let mut out = vec![0f32; q.len()];
+    g.throughput(Throughput::Elements(n_seqs as u64));
+    g.sample_size(10);
+    g.bench_function(format!("streamed_ctx{ctx}_seqs{n_seqs}_{n_layers}layers"), |b| {
+        b.iter(|| {
+            for (kc, vc) in &layers {
+                let kv = PagedKv { k: kc, v: vc, n_kv_heads: nkv, head_dim: hd };
+                paged_attention(black_box(&q), &seqs, &kv, nh, 0.125, &mut out);
+            }
+        })
+    });
     g.finish();
 }
 
