@@ -65,20 +65,25 @@ fn bench_decode_layers(c: &mut Criterion) {
                 shapes.iter().map(|&(r, k)| (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect()).collect()
             })
             .collect();
-        let x = aligned(1536, &mut rng);
-        let mut out = vec![0f32; 1536];
-        let macs: usize = shapes.iter().map(|(r, k)| r * k).sum::<usize>() * layers.len();
-        g.throughput(Throughput::Elements(macs as u64));
-        g.bench_function(dtype.name(), |b| {
-            b.iter(|| {
-                for layer in &layers {
-                    for (&(r, k), w) in shapes.iter().zip(layer) {
-                        let wm = WeightMatrix::new(dtype, w, r, k).expect("shape");
-                        matmul(&wm, black_box(&x[..k]), &mut out[..r]);
+        // One token (single-stream decode: bandwidth) and 32 (a 32-sequence decode step:
+        // compute, with the weights still coming from memory).
+        for tokens in [1usize, 32] {
+            let x = aligned(tokens * 1536, &mut rng);
+            let mut out = vec![0f32; tokens * 1536];
+            let macs: usize = shapes.iter().map(|(r, k)| r * k).sum::<usize>() * layers.len() * tokens;
+            g.throughput(Throughput::Elements(macs as u64));
+            let name = if tokens == 1 { dtype.name().to_string() } else { format!("{}/T{tokens}", dtype.name()) };
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    for layer in &layers {
+                        for (&(r, k), w) in shapes.iter().zip(layer) {
+                            let wm = WeightMatrix::new(dtype, w, r, k).expect("shape");
+                            matmul(&wm, black_box(&x[..tokens * k]), &mut out[..tokens * r]);
+                        }
                     }
-                }
-            })
-        });
+                })
+            });
+        }
     }
     g.finish();
 }
