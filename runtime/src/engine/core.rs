@@ -6,11 +6,12 @@ use super::{Command, EngineConfig, TokenEvent};
 use crate::forward_batch::ForwardBatch;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
+use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
-use keel_scheduler::{FinishReason, Request, RequestId, Scheduler, SchedulerConfig};
+use keel_scheduler::{FinishReason, Request, RequestId, ScheduledRequest, Scheduler, SchedulerConfig};
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub(crate) struct EngineCore {
@@ -20,6 +21,15 @@ pub(crate) struct EngineCore {
     scheduler: Scheduler,
     states: HashMap<RequestId, RequestState>,
     metrics: Arc<EngineMetrics>,
+}
+
+/// One request's sampling in a step (see `EngineCore::sample`).
+struct SampleJob<'a> {
+    id: RequestId,
+    row: &'a [f32],
+    prev: Vec<u32>,
+    sampler: &'a mut Sampler,
+    out: Option<(u32, f32)>,
 }
 
 /// log-softmax of `logits[id]` under the model (before any sampling transform).
@@ -110,6 +120,44 @@ impl EngineCore {
         true
     }
 
+    /// Each sampling request's next token and its log-probability, in `scheduled` order.
+    /// The requests are spread over the kernel pool: a request draws only from its own
+    /// sampler and logits row, so which thread runs it changes nothing (run one after the
+    /// other, sampling took ~7% of a 32-sequence decode step).
+    fn sample(&mut self, scheduled: &[ScheduledRequest], logits: &[f32]) -> Vec<(RequestId, u32, f32)> {
+        let vocab = self.model.config.vocab_size;
+        let mut samplers: HashMap<RequestId, &mut Sampler> =
+            self.states.iter_mut().map(|(id, st)| (*id, &mut st.sampler)).collect();
+        let mut rows = logits.chunks_exact(vocab);
+        let mut jobs = Vec::new();
+        for s in scheduled.iter().filter(|s| s.samples) {
+            let row = rows.next().expect("one logits row per sampling request");
+            let (Some(sampler), Some(req)) = (samplers.remove(&s.id), self.scheduler.request(s.id)) else {
+                continue;
+            };
+            jobs.push(Mutex::new(SampleJob {
+                id: s.id,
+                row,
+                prev: req.tokens(0, req.num_tokens()),
+                sampler,
+                out: None,
+            }));
+        }
+        keel_kernels::parallel::parallel_for(jobs.len(), &|i| {
+            let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let mut work = job.row.to_vec();
+            let prev = std::mem::take(&mut job.prev);
+            let tok = job.sampler.sample(&mut work, &prev);
+            job.out = Some((tok, logprob(job.row, tok)));
+        });
+        jobs.into_iter()
+            .filter_map(|j| {
+                let j = j.into_inner().unwrap_or_else(|e| e.into_inner());
+                j.out.map(|(tok, lp)| (j.id, tok, lp))
+            })
+            .collect()
+    }
+
     fn finish(&mut self, id: RequestId, reason: FinishReason) {
         let req = self.scheduler.finish_request(id, reason);
         if let Some(mut st) = self.states.remove(&id) {
@@ -156,19 +204,7 @@ impl EngineCore {
                 return;
             }
         };
-        let vocab = self.model.config.vocab_size;
-        let mut sampled = Vec::new();
-        let mut rows = logits.chunks_exact(vocab);
-        for s in out.scheduled.iter().filter(|s| s.samples) {
-            let row = rows.next().expect("one logits row per sampling request");
-            let (Some(st), Some(req)) = (self.states.get_mut(&s.id), self.scheduler.request(s.id)) else {
-                continue;
-            };
-            let mut work = row.to_vec();
-            let prev = req.tokens(0, req.num_tokens());
-            let tok = st.sampler.sample(&mut work, &prev);
-            sampled.push((s.id, tok, logprob(row, tok)));
-        }
+        let sampled = self.sample(&out.scheduled, &logits);
         let pairs: Vec<(RequestId, u32)> = sampled.iter().map(|(id, t, _)| (*id, *t)).collect();
         self.scheduler.update_from_output(&out, &pairs);
         // Counted before any event goes out, so a client that saw its last token also
