@@ -3,7 +3,11 @@
 # llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16), same
 # thread count, same sitting. Prints both in one table.
 #
-#   benches/compare_llamacpp.sh [--threads N] [--reps R] [--quick]
+#   benches/compare_llamacpp.sh [--threads N] [--reps R] [--rounds K] [--quick]
+#
+# --rounds K measures every model K times, keel and llama.cpp back to back each time, prints
+# each round, then the medians (of the figures, and of each round's ratio): on a shared
+# machine single runs move by ±10% or more, and a ratio from one round can mislead.
 #
 # llama.cpp is built once from the PyPI source package `llama-cpp-python` (its
 # `vendor/llama.cpp`, cmake Release, native) into $KEEL_HOME/llama.cpp-<version>/; the
@@ -12,11 +16,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-THREADS=2 REPS=3 QUICK=0
+THREADS=2 REPS=3 ROUNDS=1 QUICK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -65,17 +70,50 @@ lbb() { # llama-batched-bench 32 x (128 in, 128 out): decode t/s (S_TG)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 fam=$(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs) mod=$(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | xargs)
 echo "machine: $cpu (family $fam, model $mod), $(nproc) CPUs; $THREADS threads; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-printf '%-6s | %-22s | %-22s | %-26s\n' model "pp512 keel/llama (x)" "tg128 keel/llama (x)" "32-seq decode keel/llama (x)"
-for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf" "BF16:$MODELS/smollm2-BF16.gguf"; do
-  name=${spec%%:*} m=${spec#*:}
-  kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" --json)
-  kpp=$(echo "$kb" | json prefill_tokens_per_s) ktg=$(echo "$kb" | json decode_tokens_per_s)
-  lpp=$(lb "$m" pp512) ltg=$(lb "$m" tg128)
-  if [ "$QUICK" = 1 ]; then kbd=- lbd=-; else
-    kbd=$($RT bench offline --model "$m" --num-prompts 32 --input-len 128 --output-len 128 -t "$THREADS" --json | json decode_tokens_per_s)
-    lbd=$(lbb "$m")
-  fi
-  ratio() { python3 -c "print('-' if '$1'=='-' or '$2'=='-' else f'{float(\"$1\")/float(\"$2\"):.2f}')"; }
-  printf '%-6s | %6s / %6s (%5s) | %6s / %6s (%5s) | %7s / %7s (%5s)\n' "$name" \
-    "$kpp" "$lpp" "$(ratio "$kpp" "$lpp")" "$ktg" "$ltg" "$(ratio "$ktg" "$ltg")" "$kbd" "$lbd" "$(ratio "$kbd" "$lbd")"
+rows=$(mktemp)
+trap 'rm -f "$rows"' EXIT
+header() { printf '%-6s | %-22s | %-22s | %-26s\n' model "pp512 keel/llama (x)" "tg128 keel/llama (x)" "32-seq decode keel/llama (x)"; }
+# Prints the table rows of "name kpp lpp ktg ltg kbd lbd" lines on stdin; with several
+# rounds of one model, the medians of each figure and of the rounds' ratios.
+table() {
+  python3 -c '
+import sys, statistics as st
+rows = {}
+for line in sys.stdin:
+    name, *v = line.split()
+    rows.setdefault(name, []).append([None if x == "-" else float(x) for x in v])
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return st.median(xs) if xs else None
+for name, rs in rows.items():
+    cells = []
+    for k, l in ((0, 1), (2, 3), (4, 5)):
+        kv, lv = med([r[k] for r in rs]), med([r[l] for r in rs])
+        ratio = med([r[k] / r[l] if r[k] and r[l] else None for r in rs])
+        w = 6 if k < 4 else 7
+        f = lambda x: "-".rjust(w) if x is None else f"{x:{w}.1f}"
+        rt = "-" if ratio is None else f"{ratio:.2f}"
+        cells.append(f"{f(kv)} / {f(lv)} ({rt:>5})")
+    print(f"{name:<6} | " + " | ".join(cells))
+'
+}
+for round in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" = 1 ] || echo "round $round of $ROUNDS"
+  header
+  for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf" "BF16:$MODELS/smollm2-BF16.gguf"; do
+    name=${spec%%:*} m=${spec#*:}
+    kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" --json)
+    kpp=$(echo "$kb" | json prefill_tokens_per_s) ktg=$(echo "$kb" | json decode_tokens_per_s)
+    lpp=$(lb "$m" pp512) ltg=$(lb "$m" tg128)
+    if [ "$QUICK" = 1 ]; then kbd=- lbd=-; else
+      kbd=$($RT bench offline --model "$m" --num-prompts 32 --input-len 128 --output-len 128 -t "$THREADS" --json | json decode_tokens_per_s)
+      lbd=$(lbb "$m")
+    fi
+    echo "$name $kpp $lpp $ktg $ltg $kbd $lbd" | tee -a "$rows" | table
+  done
 done
+if [ "$ROUNDS" != 1 ]; then
+  echo "median of $ROUNDS rounds (figures: medians; ratios: median of the rounds' ratios)"
+  header
+  table <"$rows"
+fi
