@@ -38,8 +38,14 @@ impl KvCache {
             .and_then(|n| n.checked_mul(2 * cfg.num_layers * std::mem::size_of::<f32>()))
             .ok_or_else(|| Error::OutOfCache(format!("{num_blocks} blocks overflow")))?;
         let per_layer = layer_len(num_blocks, cfg.num_kv_heads, cfg.head_dim);
-        let mem = MmapMut::map_anon(bytes.max(1))
-            .map_err(|e| Error::OutOfCache(format!("cannot map {bytes} bytes for the KV cache: {e}")))?;
+        // One mapping for the whole budget: a budget the machine cannot back fails here, at
+        // start, rather than with the OOM killer once the cache fills.
+        let mem = MmapMut::map_anon(bytes.max(1)).map_err(|e| {
+            Error::OutOfCache(format!(
+                "the KV cache's {num_blocks} blocks ({:.1} GiB) cannot be mapped ({e}): give it a smaller memory budget",
+                bytes as f64 / (1u64 << 30) as f64
+            ))
+        })?;
         // Only a hint: without transparent huge pages the cache works as before.
         #[cfg(target_os = "linux")]
         let _ = mem.advise(memmap2::Advice::HugePage);
@@ -90,5 +96,72 @@ impl KvCache {
     pub fn layer(&self, layer: usize) -> PagedKv<'_> {
         let (k, v) = self.kv(layer);
         PagedKv { k, v, n_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Architecture, RopeScaling};
+    use keel_kernels::rope::RopeStyle;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            architecture: Architecture::Llama,
+            vocab_size: 32,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_layers: 3,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: RopeScaling::None,
+            rope_style: RopeStyle::NeoX,
+            max_position_embeddings: 128,
+            tie_word_embeddings: true,
+            qkv_bias: false,
+        }
+    }
+
+    #[test]
+    fn layers_keep_their_own_k_and_v() {
+        let c = cfg();
+        let mut kv = KvCache::new(&c, 4).unwrap();
+        let w = c.num_kv_heads * c.head_dim;
+        // Every (layer, slot) gets distinct K and V values.
+        let val = |l: usize, s: usize, i: usize, v: bool| (l * 10_000 + s * 100 + i) as f32 + if v { 0.5 } else { 0.0 };
+        for l in 0..c.num_layers {
+            for s in 0..kv.num_slots() {
+                let k: Vec<f32> = (0..w).map(|i| val(l, s, i, false)).collect();
+                let v: Vec<f32> = (0..w).map(|i| val(l, s, i, true)).collect();
+                kv.write(l, s, &k, &v);
+            }
+        }
+        for l in 0..c.num_layers {
+            let p = kv.layer(l);
+            let mut k_seen: Vec<f32> = p.k.to_vec();
+            let mut v_seen: Vec<f32> = p.v.to_vec();
+            let mut k_want: Vec<f32> =
+                (0..kv.num_slots()).flat_map(|s| (0..w).map(move |i| val(l, s, i, false))).collect();
+            let mut v_want: Vec<f32> =
+                (0..kv.num_slots()).flat_map(|s| (0..w).map(move |i| val(l, s, i, true))).collect();
+            for x in [&mut k_seen, &mut v_seen, &mut k_want, &mut v_want] {
+                x.sort_by(f32::total_cmp);
+            }
+            assert_eq!(k_seen, k_want, "layer {l} K");
+            assert_eq!(v_seen, v_want, "layer {l} V");
+        }
+    }
+
+    #[test]
+    fn a_budget_beyond_the_address_space_is_a_clear_error() {
+        // 2^44 blocks of 2 KiB x 3 layers x (K, V): over 2^57 bytes, more than any address space.
+        match KvCache::new(&cfg(), 1 << 44) {
+            Err(Error::OutOfCache(m)) => assert!(m.contains("smaller memory budget"), "{m}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a 2^57-byte KV cache was mapped"),
+        }
     }
 }
