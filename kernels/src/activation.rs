@@ -4,9 +4,21 @@
 use crate::exp::exp_scalar;
 use crate::simd::{simd_level, SimdLevel};
 
-/// `gate[i] = silu(gate[i]) * up[i]`, in place.
+/// Elements per pool task; shorter inputs stay on the calling thread.
+const PARALLEL_LEN: usize = 16 * 1024;
+
+/// `gate[i] = silu(gate[i]) * up[i]`, in place (elementwise: spread over the pool from
+/// `2 * PARALLEL_LEN` elements on, with the same values).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "silu_mul: length mismatch");
+    if gate.len() < 2 * PARALLEL_LEN {
+        silu_mul_serial(gate, up);
+    } else {
+        crate::parallel::for_each_chunk_mut(gate, PARALLEL_LEN, &|range, g| silu_mul_serial(g, &up[range]));
+    }
+}
+
+fn silu_mul_serial(gate: &mut [f32], up: &[f32]) {
     match simd_level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level guarantees AVX-512; lengths checked.
@@ -54,5 +66,19 @@ mod tests {
         super::silu_mul(&mut z, &[1.0, 1.0]);
         assert_eq!(z[0], 0.0);
         assert!(z[1].abs() < 1e-11);
+    }
+
+    /// Over the pool (with a short last piece) every element gets the serial bits.
+    #[test]
+    fn pooled_silu_is_the_serial_silu() {
+        let mut rng = crate::test_util::Lcg(4);
+        let n = 2 * super::PARALLEL_LEN + 16 * 3 + 5;
+        let g: Vec<f32> = (0..n).map(|_| rng.normal() * 4.0).collect();
+        let up: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let (mut pooled, mut serial) = (g.clone(), g);
+        super::silu_mul(&mut pooled, &up);
+        super::silu_mul_serial(&mut serial, &up);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&pooled), bits(&serial));
     }
 }

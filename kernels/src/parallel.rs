@@ -216,6 +216,33 @@ pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     pool().run(n_tasks, f)
 }
 
+/// Calls `f(range, piece)` for consecutive `chunk`-long pieces of `out` (the last may be
+/// shorter) across the pool; `range` is the piece's place in `out`. Each piece goes to
+/// exactly one call, so the calls write their pieces in parallel.
+pub fn for_each_chunk_mut<T: Send>(out: &mut [T], chunk: usize, f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync)) {
+    assert!(chunk > 0, "for_each_chunk_mut: empty chunks");
+    let len = out.len();
+    let base = SendPtr(out.as_mut_ptr());
+    parallel_for(len.div_ceil(chunk), &|i| {
+        let range = i * chunk..((i + 1) * chunk).min(len);
+        // SAFETY: task `i` alone gets this range, which lies inside `out`; `out` is
+        // borrowed mutably until every task has returned.
+        let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(range.start), range.len()) };
+        f(range, piece)
+    });
+}
+
+/// A pointer that pool tasks share, each using its own part of what it points to.
+struct SendPtr<T>(*mut T);
+// SAFETY: see `for_each_chunk_mut`: tasks touch disjoint elements, which are `Send`.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
