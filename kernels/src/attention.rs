@@ -17,6 +17,7 @@
 
 use crate::aligned::AlignedBuf;
 use crate::exp::exp_scalar;
+use crate::parallel::SharedMut;
 use crate::shares::deal;
 use crate::simd::{simd_level, SimdLevel};
 use std::cell::RefCell;
@@ -87,19 +88,6 @@ thread_local! {
     static SCORES: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: task (t, g) writes only the heads of KV group g of token t.
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
-
-impl OutPtr {
-    fn at(&self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay within the output slice.
-        unsafe { self.0.add(i) }
-    }
-}
-
 /// `q`, `out`: `[n_tokens, n_heads, head_dim]`. Every token of the batch belongs to
 /// exactly one of `seqs`; their K/V must already be in the cache.
 pub fn paged_attention(q: &[f32], seqs: &[AttnSeq], kv: &PagedKv, n_heads: usize, scale: f32, out: &mut [f32]) {
@@ -134,7 +122,8 @@ pub fn paged_attention_at(
     }
     assert!(token_seq.iter().all(|(s, _)| *s != usize::MAX), "a token belongs to no sequence");
     let group = n_heads / nkv;
-    let optr = OutPtr(out.as_mut_ptr());
+    // Task (t, g) writes only the heads of KV group g of token t.
+    let optr = SharedMut::new(out);
     let simd = matches!(level, SimdLevel::Avx512) && cfg!(target_arch = "x86_64") && hd % 16 == 0 && hd <= 512;
     // A task: one KV head of `tokens` consecutive query tokens of one sequence (the SIMD
     // tile takes up to 6 queries, so several tokens share each K/V load).

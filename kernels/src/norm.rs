@@ -30,23 +30,25 @@ fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let mut xs = x.chunks_exact(4 * hidden);
     let mut os = out.chunks_exact_mut(4 * hidden);
     for (x4, o4) in (&mut xs).zip(&mut os) {
-        let mut ss = [0f64; 4];
-        for i in 0..hidden {
-            for (r, s) in ss.iter_mut().enumerate() {
-                let v = x4[r * hidden + i] as f64;
-                *s += v * v;
-            }
-        }
-        for (r, s) in ss.iter().enumerate() {
-            scale_row(&x4[r * hidden..(r + 1) * hidden], weight, eps, *s, &mut o4[r * hidden..(r + 1) * hidden]);
-        }
+        norm_group::<4>(x4, weight, eps, o4);
     }
     for (xr, or) in xs.remainder().chunks_exact(hidden).zip(os.into_remainder().chunks_exact_mut(hidden)) {
-        let mut ss = 0f64;
-        for v in xr {
-            ss += (*v as f64) * (*v as f64);
+        norm_group::<1>(xr, weight, eps, or);
+    }
+}
+
+/// `R` rows: their sums of squares side by side (each in its own order), then their scaling.
+fn norm_group<const R: usize>(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let hidden = weight.len();
+    let mut ss = [0f64; R];
+    for i in 0..hidden {
+        for (r, s) in ss.iter_mut().enumerate() {
+            let v = x[r * hidden + i] as f64;
+            *s += v * v;
         }
-        scale_row(xr, weight, eps, ss, or);
+    }
+    for (r, s) in ss.iter().enumerate() {
+        scale_row(&x[r * hidden..(r + 1) * hidden], weight, eps, *s, &mut out[r * hidden..(r + 1) * hidden]);
     }
 }
 

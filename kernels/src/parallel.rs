@@ -222,26 +222,46 @@ pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
 pub fn for_each_chunk_mut<T: Send>(out: &mut [T], chunk: usize, f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync)) {
     assert!(chunk > 0, "for_each_chunk_mut: empty chunks");
     let len = out.len();
-    let base = SendPtr(out.as_mut_ptr());
+    let base = SharedMut::new(out);
     parallel_for(len.div_ceil(chunk), &|i| {
         let range = i * chunk..((i + 1) * chunk).min(len);
         // SAFETY: task `i` alone gets this range, which lies inside `out`; `out` is
         // borrowed mutably until every task has returned.
-        let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(range.start), range.len()) };
+        let piece = unsafe { std::slice::from_raw_parts_mut(base.at(range.start), range.len()) };
         f(range, piece)
     });
 }
 
-/// A pointer that pool tasks share, each using its own part of what it points to.
-struct SendPtr<T>(*mut T);
-// SAFETY: see `for_each_chunk_mut`: tasks touch disjoint elements, which are `Send`.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
+/// An output slice that the tasks of one parallel region share, each writing only the
+/// elements it owns (the owner's SAFETY note says which). Nothing here checks bounds or
+/// ownership: `at` is as unsafe to use as the raw pointer it returns.
+pub(crate) struct SharedMut<T>(*mut T);
 
-impl<T> SendPtr<T> {
-    fn get(&self) -> *mut T {
-        self.0
+impl<T> SharedMut<T> {
+    pub(crate) fn new(out: &mut [T]) -> SharedMut<T> {
+        SharedMut(out.as_mut_ptr())
+    }
+
+    /// A null pointer, for slots filled in later.
+    pub(crate) const fn null() -> SharedMut<T> {
+        SharedMut(std::ptr::null_mut())
+    }
+
+    /// Element `i`'s address; the caller stays within the slice and writes only its own elements.
+    pub(crate) fn at(&self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
     }
 }
+
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: the tasks sharing it write disjoint elements, which are `Send`.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
 
 #[cfg(test)]
 mod tests {

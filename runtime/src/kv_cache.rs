@@ -71,6 +71,11 @@ impl KvCache {
         unsafe { std::slice::from_raw_parts(self.mem.as_ptr() as *const f32, self.mem.len() / 4) }
     }
 
+    fn floats_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as `floats`, uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut f32, self.mem.len() / 4) }
+    }
+
     /// As many blocks as fit in `bytes` (at least one).
     pub fn with_memory_budget(cfg: &ModelConfig, bytes: usize) -> Result<KvCache> {
         Self::new(cfg, (bytes / Self::bytes_per_block(cfg)).max(1))
@@ -86,11 +91,9 @@ impl KvCache {
 
     /// Stores one token's K and V (`[num_kv_heads * head_dim]` each) of `layer` at `slot`.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        let n = self.per_layer;
-        // SAFETY: as `floats`, uniquely borrowed.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut f32, self.mem.len() / 4) };
-        let (kc, vc) = all[2 * layer * n..][..2 * n].split_at_mut(n);
-        write_kv(kc, vc, slot, k, v, self.num_kv_heads, self.head_dim);
+        let (n, heads, hd) = (self.per_layer, self.num_kv_heads, self.head_dim);
+        let (kc, vc) = self.floats_mut()[2 * layer * n..][..2 * n].split_at_mut(n);
+        write_kv(kc, vc, slot, k, v, heads, hd);
     }
 
     pub fn layer(&self, layer: usize) -> PagedKv<'_> {

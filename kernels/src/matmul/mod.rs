@@ -19,7 +19,7 @@
 use crate::aligned::AlignedBuf;
 use crate::dot::{dot_f32, dot_row};
 use crate::dtype::DType;
-use crate::parallel::parallel_for;
+use crate::parallel::{parallel_for, SharedMut};
 use crate::quant::dequantize_row;
 use crate::simd::{simd_level, SimdLevel};
 use std::cell::RefCell;
@@ -61,20 +61,9 @@ impl<'a> WeightMatrix<'a> {
     }
 }
 
-/// Shared output pointer: tasks write disjoint elements (distinct rows `r`).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each task writes only `out[t * rows + r]` for the rows of its own chunk.
-unsafe impl Sync for Out {}
-unsafe impl Send for Out {}
-
-impl Out {
-    /// SAFETY: `i` is in bounds and owned by the calling task.
-    #[inline]
-    unsafe fn set(self, i: usize, v: f32) {
-        *self.0.add(i) = v;
-    }
-}
+/// A matrix's output, shared by the tasks of one region: each task writes only
+/// `out[t * rows + r]` for the rows of its own block or chunk.
+type Out = SharedMut<f32>;
 
 thread_local! {
     /// Per-thread expanded rows (64-byte aligned); grows to the largest tile seen.
@@ -113,11 +102,11 @@ pub fn matmul_many(ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
     let cols = ws[0].cols;
     assert!(cols > 0 && x.len() % cols == 0, "matmul: x has {} values, not a multiple of {cols}", x.len());
     let n_tokens = x.len() / cols;
-    let mut parts = [Part { w: ws[0], out: Out(std::ptr::null_mut()), first: 0 }; MAX_PARTS];
+    let mut parts = [Part { w: ws[0], out: Out::null(), first: 0 }; MAX_PARTS];
     for (i, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
         assert_eq!(w.cols, cols, "matmul_many: matrix {i} has {} columns, not {cols}", w.cols);
         assert_eq!(out.len(), n_tokens * w.rows, "matmul: out has the wrong size");
-        parts[i] = Part { w: *w, out: Out(out.as_mut_ptr()), first: 0 };
+        parts[i] = Part { w: *w, out: Out::new(out), first: 0 };
     }
     if n_tokens == 0 {
         return;
@@ -175,7 +164,7 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
         if n_tokens == 1 {
             for r in r0..r1 {
                 // SAFETY: r < rows, owned by this task.
-                unsafe { o.set(r, dot_row(w.dtype, w.row(r), x)) };
+                unsafe { *o.at(r) = dot_row(w.dtype, w.row(r), x) };
             }
         } else {
             with_scratch(cols, |scratch| {
@@ -183,7 +172,7 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
                     dequantize_row(w.dtype, w.row(r), scratch);
                     for (t, xt) in x.chunks_exact(cols).enumerate() {
                         // SAFETY: t < n_tokens, r < rows; this task owns row r.
-                        unsafe { o.set(t * rows + r, dot_f32(scratch, xt)) };
+                        unsafe { *o.at(t * rows + r) = dot_f32(scratch, xt) };
                     }
                 }
             })
@@ -323,7 +312,7 @@ unsafe fn gemv_groups<const G: usize>(
         };
         avx512::gemv::<G>(w.dtype, std::array::from_fn(|i| row_ptr(r + i)), x.as_ptr(), w.cols, &mut v, pf);
         for (i, vi) in v.iter().enumerate() {
-            o.set(r + i, *vi);
+            *o.at(r + i) = *vi;
         }
         r += G;
     }
@@ -379,7 +368,7 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
         avx512::tile::<R, C>(*wr, std::array::from_fn(|c| (self.x)(t + c)), self.cols, &mut v);
         for (i, vi) in v.iter().enumerate() {
             for (c, vc) in vi.iter().enumerate() {
-                self.out.set((t + c) * self.rows + r + i, *vc);
+                *self.out.at((t + c) * self.rows + r + i) = *vc;
             }
         }
     }

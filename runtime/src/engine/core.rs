@@ -144,10 +144,10 @@ impl EngineCore {
             }));
         }
         keel_kernels::parallel::parallel_for(jobs.len(), &|i| {
-            let mut job = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let job = &mut *guard;
             let mut work = job.row.to_vec();
-            let prev = std::mem::take(&mut job.prev);
-            let tok = job.sampler.sample(&mut work, &prev);
+            let tok = job.sampler.sample(&mut work, &job.prev);
             job.out = Some((tok, logprob(job.row, tok)));
         });
         jobs.into_iter()
