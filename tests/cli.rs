@@ -141,6 +141,79 @@ fn bench_json_reports_both_rates() {
     assert!(v["prefill_tokens_per_s"].as_f64().expect("prefill") > 0.0);
     assert!(v["decode_tokens_per_s"].as_f64().expect("decode") > 0.0);
     assert_eq!(v["prefill_samples"].as_array().map(|a| a.len()), Some(2));
+    assert_eq!(v["matmul_precision"], "highest", "the default");
+}
+
+/// A copy of the tiny fixture with every tensor stored as BF16 (rounded to nearest even).
+fn tiny_bf16() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-cli-bf16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in std::fs::read_dir(tiny()).expect("fixture") {
+        let f = f.expect("entry").path();
+        if f.file_name().is_some_and(|n| n != "model.safetensors") {
+            std::fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let bytes = std::fs::read(tiny().join("model.safetensors")).expect("weights");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let data = &bytes[8 + n..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort_by_key(|k| header[*k]["data_offsets"][0].as_u64());
+    let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+    for name in names {
+        let t = &header[name];
+        assert_eq!(t["dtype"], "F32", "{name}");
+        let (b, e) =
+            (t["data_offsets"][0].as_u64().expect("b") as usize, t["data_offsets"][1].as_u64().expect("e") as usize);
+        let start = out_data.len();
+        for c in data[b..e].chunks_exact(4) {
+            let bits = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+            out_data.extend_from_slice(&(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16).to_le_bytes());
+        }
+        out_header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "BF16", "shape": t["shape"], "data_offsets": [start, out_data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&out_header).expect("json");
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&out_data);
+    std::fs::write(dir.join("model.safetensors"), file).expect("write");
+    dir
+}
+
+#[test]
+fn matmul_precision_medium_runs_bf16_weights_and_says_so() {
+    let dir = tiny_bf16();
+    let m = dir.to_str().expect("utf8");
+    for p in ["highest", "medium"] {
+        let o = run(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "hello there",
+            "--max-tokens",
+            "6",
+            "--ignore-eos",
+            "--json",
+            "--matmul-precision",
+            p,
+        ]);
+        assert!(o.status.success(), "{p}: {}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(v["completion_ids"].as_array().map(|a| a.len()), Some(6), "{p}: {v}");
+    }
+    let o = run(&["bench", "--model", m, "-p", "40", "-n", "4", "-r", "1", "--json", "--matmul-precision", "medium"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["matmul_precision"], "medium");
+    let bad = run(&["generate", "--model", m, "--prompt", "x", "--matmul-precision", "low"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("matmul-precision"), "{}", stderr(&bad));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

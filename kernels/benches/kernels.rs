@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keel_kernels::aligned::AlignedBuf;
 use keel_kernels::attention::{layer_len, paged_attention, write_kv, AttnSeq, PagedKv, BLOCK};
+use keel_kernels::matmul::{matmul_with, Precision};
 use keel_kernels::test_util::{random_row, Lcg};
 use keel_kernels::{matmul, DType, WeightMatrix};
 use std::hint::black_box;
@@ -50,6 +51,34 @@ fn bench_matmul(c: &mut Criterion) {
     }
 }
 
+/// The opt-in `Precision::Medium` path (BF16 dot products) on BF16 weights, to set against
+/// `matmul/BF16` (skipped where the CPU lacks AVX512-BF16).
+fn bench_matmul_medium(c: &mut Criterion) {
+    setup();
+    if !keel_kernels::matmul::medium_applies(DType::BF16) {
+        return;
+    }
+    let mut rng = Lcg(1);
+    let mut g = c.benchmark_group("matmul_medium/BF16");
+    g.sample_size(20);
+    for (rows, cols) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
+        let w: Vec<u8> = (0..rows).flat_map(|_| random_row(DType::BF16, cols, &mut rng)).collect();
+        let wm = WeightMatrix::new(DType::BF16, &w, rows, cols).expect("shape");
+        for t in [1usize, 32, 512] {
+            if rows == 49152 && t == 512 {
+                continue;
+            }
+            let x = aligned(t * cols, &mut rng);
+            let mut out = vec![0f32; t * rows];
+            g.throughput(Throughput::Elements((rows * cols * t) as u64));
+            g.bench_function(BenchmarkId::new(format!("{rows}x{cols}"), format!("T{t}")), |b| {
+                b.iter(|| matmul_with(Precision::Medium, &wm, black_box(&x), &mut out))
+            });
+        }
+    }
+    g.finish();
+}
+
 /// One decode step's linear layers as the model runs them: a layer's seven matrices
 /// (q, k, v, o, gate, up, down) one after the other, over 30 layers' worth of distinct
 /// weights (more than any L3), so every byte comes from memory as in `runtime bench`.
@@ -59,7 +88,16 @@ fn bench_decode_layers(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_layers");
     g.sample_size(10);
     let shapes = [(576usize, 576usize), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)];
-    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::BF16] {
+    let mut runs = vec![
+        (DType::Q4_1, Precision::Highest),
+        (DType::Q8_0, Precision::Highest),
+        (DType::F16, Precision::Highest),
+        (DType::BF16, Precision::Highest),
+    ];
+    if keel_kernels::matmul::medium_applies(DType::BF16) {
+        runs.push((DType::BF16, Precision::Medium));
+    }
+    for (dtype, precision) in runs {
         let layers: Vec<Vec<Vec<u8>>> = (0..30)
             .map(|_| {
                 shapes.iter().map(|&(r, k)| (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect()).collect()
@@ -72,13 +110,19 @@ fn bench_decode_layers(c: &mut Criterion) {
             let mut out = vec![0f32; tokens * 1536];
             let macs: usize = shapes.iter().map(|(r, k)| r * k).sum::<usize>() * layers.len() * tokens;
             g.throughput(Throughput::Elements(macs as u64));
-            let name = if tokens == 1 { dtype.name().to_string() } else { format!("{}/T{tokens}", dtype.name()) };
+            let mut name = dtype.name().to_string();
+            if precision == Precision::Medium {
+                name += "-medium";
+            }
+            if tokens > 1 {
+                name += &format!("/T{tokens}");
+            }
             g.bench_function(name, |b| {
                 b.iter(|| {
                     for layer in &layers {
                         for (&(r, k), w) in shapes.iter().zip(layer) {
                             let wm = WeightMatrix::new(dtype, w, r, k).expect("shape");
-                            matmul(&wm, black_box(&x[..tokens * k]), &mut out[..tokens * r]);
+                            matmul_with(precision, &wm, black_box(&x[..tokens * k]), &mut out[..tokens * r]);
                         }
                     }
                 })
@@ -185,5 +229,13 @@ fn bench_dot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_decode_layers, bench_attention, bench_elementwise, bench_dot);
+criterion_group!(
+    benches,
+    bench_matmul,
+    bench_matmul_medium,
+    bench_decode_layers,
+    bench_attention,
+    bench_elementwise,
+    bench_dot
+);
 criterion_main!(benches);

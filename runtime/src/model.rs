@@ -5,7 +5,9 @@
 //! `input_layernorm(x)`, then `x += down(silu(gate(h)) · up(h))` on
 //! `post_attention_layernorm(x)`; final norm; `lm_head`.
 //!
-//! Activations and accumulation are f32; weights are read in their stored dtype. Every
+//! Activations and accumulation are f32; weights are read in their stored dtype (unless
+//! the process opted into `keel_kernels::matmul::Precision::Medium`, where BF16 weights
+//! meet BF16-rounded activations). Every
 //! token's arithmetic is independent of the other tokens in the batch (see
 //! `keel_kernels::matmul` and `keel_kernels::attention`), so results do not depend on
 //! batch composition. Activation buffers live in a `Workspace` reused across steps

@@ -1,7 +1,7 @@
 //! `runtime generate`: one completion, streamed to stdout (or one JSON object with
 //! `--json`, in which case stdout holds nothing else).
 
-use super::{load_model, set_threads, UsageError};
+use super::{load_model, KernelArgs, UsageError};
 use anyhow::{Context, Result};
 use clap::Args;
 use keel_runtime::chat_template::ChatMessage;
@@ -46,16 +46,15 @@ pub struct GenerateArgs {
     /// Keep going past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
-    /// Worker threads (default: one per CPU).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    kernels: KernelArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    set_threads(a.threads)?;
+    a.kernels.apply()?;
     let params = SamplingParams {
         temperature: a.temperature,
         top_p: a.top_p,

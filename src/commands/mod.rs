@@ -12,6 +12,7 @@ pub mod serve;
 use crate::model_ref::Target;
 use crate::model_store::BadModelArg;
 use anyhow::{Context, Result};
+use keel_kernels::matmul::Precision;
 use keel_runtime::loader::LoadedModel;
 
 /// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
@@ -94,8 +95,57 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     Ok((v * mult) as usize)
 }
 
+/// Options of the CPU kernels, shared by every command that runs a model.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct KernelArgs {
+    /// Kernel threads (default: one per CPU).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// `highest`: exact f32 arithmetic, greedy output equal to the reference (the default).
+    /// `medium`: BF16 weights take BF16 dot products (activations rounded to BF16) where
+    /// the CPU has AVX512-BF16: faster prefill and batched decode, not exact.
+    #[arg(long, value_enum, default_value = "highest")]
+    pub matmul_precision: MatmulPrecision,
+}
+
+/// `--matmul-precision` (PyTorch's `set_float32_matmul_precision` names).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    #[default]
+    Highest,
+    Medium,
+}
+
+impl KernelArgs {
+    /// Sets the kernels' thread count and matmul precision for this process.
+    pub fn apply(&self) -> Result<()> {
+        set_threads(self.threads)?;
+        let p = match self.matmul_precision {
+            MatmulPrecision::Highest => Precision::Highest,
+            MatmulPrecision::Medium => Precision::Medium,
+        };
+        if p == Precision::Medium && !keel_kernels::matmul::medium_applies(keel_kernels::DType::BF16) {
+            tracing::warn!(
+                "--matmul-precision medium needs AVX-512 with AVX512-BF16; this CPU (SIMD {}) runs the exact kernels",
+                keel_kernels::simd_level().name()
+            );
+        }
+        keel_kernels::matmul::set_precision(p);
+        Ok(())
+    }
+}
+
+/// How the kernels run, for bench headers: `SIMD avx512` (`, matmul precision medium`).
+pub fn kernels_description() -> String {
+    let simd = keel_kernels::simd_level().name();
+    match keel_kernels::matmul::precision() {
+        Precision::Highest => format!("SIMD {simd}"),
+        Precision::Medium => format!("SIMD {simd}, matmul precision medium"),
+    }
+}
+
 /// Sets the kernels' thread count (default: one per CPU).
-pub fn set_threads(threads: Option<usize>) -> Result<()> {
+fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
             return Err(UsageError("--threads must be at least 1".into()).into());

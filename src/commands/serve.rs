@@ -8,7 +8,7 @@
 //! (`$KEEL_HOME/tables/`) are flushed and compacted, then the process exits 0.
 
 use super::engine_args::EngineArgs;
-use super::{parse_bytes, set_threads, UsageError};
+use super::{parse_bytes, KernelArgs, UsageError};
 use crate::model_ref::{open_registry, RegistrySource};
 use crate::model_store;
 use anyhow::{Context, Result};
@@ -62,9 +62,8 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
-    /// Kernel threads (default: one per CPU).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    kernels: KernelArgs,
     /// Log every request of the `default` endpoint to the inference table
     /// `$KEEL_HOME/tables/<PREFIX>_payload/` (Parquet; see the README's "Inference tables").
     #[arg(long, value_name = "PREFIX", conflicts_with = "config")]
@@ -151,7 +150,7 @@ async fn shutdown_signal() {
 }
 
 pub fn run(a: ServeArgs, version: &str) -> Result<()> {
-    set_threads(a.threads)?;
+    a.kernels.apply()?;
     let endpoints = match &a.config {
         Some(path) => {
             let text =

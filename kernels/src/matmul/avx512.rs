@@ -131,7 +131,7 @@ unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
 /// `out[i] = hsum(acc[i])`, four at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
-unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f32; N]) {
+pub(super) unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f32; N]) {
     let mut i = 0;
     while i + 4 <= N {
         out[i..i + 4].copy_from_slice(&hsum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));

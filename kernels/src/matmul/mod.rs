@@ -15,6 +15,9 @@
 //!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
 //!   rows it will take next, across chunks of its own share.
 //! * AVX2 / scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
+//! * Opt-in `Precision::Medium` (set per process): BF16 weights on CPUs with AVX512-BF16
+//!   take `bf16dot` (BF16 dot products, not exact, batch invariant within itself); all
+//!   else stays on the exact paths above.
 
 use crate::aligned::AlignedBuf;
 use crate::dot::{dot_f32, dot_row};
@@ -23,9 +26,12 @@ use crate::parallel::{parallel_for, SharedMut};
 use crate::quant::dequantize_row;
 use crate::simd::{simd_level, SimdLevel};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod bf16dot;
 #[cfg(target_arch = "x86_64")]
 use crate::shares::deal;
 
@@ -80,9 +86,57 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
     })
 }
 
+/// How much precision `matmul` may trade for speed (the names of PyTorch's
+/// `set_float32_matmul_precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// The exact path: weights expanded to their f32 values, f32 activations and
+    /// accumulation, on every SIMD level. The default.
+    #[default]
+    Highest,
+    /// BF16 weights take BF16 dot products (`bf16dot`: activations rounded to BF16) where
+    /// the CPU has AVX512-BF16; every other weight type, and every other CPU, stays exact.
+    Medium,
+}
+
+static MEDIUM: AtomicBool = AtomicBool::new(false);
+
+/// Sets the precision `matmul` and `matmul_many` use in this process (the
+/// `--matmul-precision` option); `Highest` until set.
+pub fn set_precision(p: Precision) {
+    MEDIUM.store(p == Precision::Medium, Ordering::Relaxed);
+}
+
+/// The precision set by `set_precision`.
+pub fn precision() -> Precision {
+    if MEDIUM.load(Ordering::Relaxed) {
+        Precision::Medium
+    } else {
+        Precision::Highest
+    }
+}
+
+/// Whether `Precision::Medium` changes anything for weights of `dtype` on this CPU.
+pub fn medium_applies(dtype: DType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dtype == DType::BF16 && bf16dot::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dtype;
+        false
+    }
+}
+
 /// `out[t, r] = Σ_c x[t, c] · W[r, c]`; `x` is `[n_tokens, cols]`, `out` `[n_tokens, rows]`.
 pub fn matmul(w: &WeightMatrix, x: &[f32], out: &mut [f32]) {
-    matmul_many(&[*w], x, &mut [out]);
+    matmul_many_with(precision(), &[*w], x, &mut [out]);
+}
+
+/// `matmul` at precision `p` whatever `set_precision` said.
+pub fn matmul_with(p: Precision, w: &WeightMatrix, x: &[f32], out: &mut [f32]) {
+    matmul_many_with(p, &[*w], x, &mut [out]);
 }
 
 /// Most matrices one `matmul_many` call takes (q/k/v is the largest group).
@@ -93,6 +147,11 @@ pub const MAX_PARTS: usize = 4;
 /// space and the threads meet once instead of once per matrix. Each output gets the same
 /// bits as from its own `matmul`.
 pub fn matmul_many(ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
+    matmul_many_with(precision(), ws, x, outs)
+}
+
+/// `matmul_many` at precision `p` whatever `set_precision` said.
+pub fn matmul_many_with(p: Precision, ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
     assert!(
         !ws.is_empty() && ws.len() <= MAX_PARTS && ws.len() == outs.len(),
         "matmul_many: {} matrices, {} outputs (1..={MAX_PARTS})",
@@ -112,6 +171,12 @@ pub fn matmul_many(ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
         return;
     }
     let parts = Parts { parts, n: ws.len() };
+    #[cfg(target_arch = "x86_64")]
+    if p == Precision::Medium && ws.iter().all(|w| medium_applies(w.dtype)) {
+        return bf16dot::matmul(parts, x, n_tokens);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
     match simd_level() {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => matmul_avx512(parts, x, n_tokens),

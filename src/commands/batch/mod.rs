@@ -23,7 +23,7 @@ mod progress;
 mod prompt;
 
 use super::engine_args::EngineArgs;
-use super::{load_path, set_threads, UsageError};
+use super::{load_path, KernelArgs, UsageError};
 use crate::model_ref::{self, Target};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -83,9 +83,8 @@ pub struct BatchArgs {
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     json_summary: bool,
-    /// Worker threads (default: one per CPU).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    kernels: KernelArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -122,7 +121,7 @@ fn check_args(a: &BatchArgs) -> Result<()> {
         return Err(UsageError("--part-rows must be at least 1".into()).into());
     }
     SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ..SamplingParams::default() }.validate()?;
-    set_threads(a.threads)?;
+    a.kernels.apply()?;
     Ok(())
 }
 

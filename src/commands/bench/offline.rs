@@ -10,7 +10,7 @@
 
 use super::{percentile, random_tokens};
 use crate::commands::engine_args::EngineArgs;
-use crate::commands::{load_model, set_threads, UsageError};
+use crate::commands::{kernels_description, load_model, KernelArgs, UsageError};
 use anyhow::Result;
 use clap::Args;
 use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest, RequestStream, TokenEvent};
@@ -39,9 +39,8 @@ pub struct OfflineArgs {
     engine: EngineArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Worker threads (default: one per CPU).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    kernels: KernelArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -61,7 +60,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         }
     }
     let concurrency = a.concurrency.unwrap_or(a.num_prompts).clamp(1, a.num_prompts);
-    set_threads(a.threads)?;
+    a.kernels.apply()?;
     let loaded = load_model(a.model.as_deref())?;
     let cfg = loaded.model.config.clone();
     if a.input_len + a.output_len > cfg.max_position_embeddings {
@@ -160,6 +159,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         "model": name,
         "threads": keel_kernels::parallel::num_threads(),
         "simd": keel_kernels::simd_level().name(),
+        "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
         "num_prompts": a.num_prompts,
         "input_len": a.input_len,
         "output_len": a.output_len,
@@ -189,12 +189,12 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         println!("{r}");
     } else {
         println!(
-            "{name}: {} prompts × ({} in, {} out), concurrency {concurrency}, {} threads, SIMD {}",
+            "{name}: {} prompts × ({} in, {} out), concurrency {concurrency}, {} threads, {}",
             a.num_prompts,
             a.input_len,
             a.output_len,
             keel_kernels::parallel::num_threads(),
-            keel_kernels::simd_level().name()
+            kernels_description()
         );
         println!("  wall {wall:.2} s, {} steps, {} preemptions", m.steps, m.preemptions);
         println!(

@@ -8,7 +8,7 @@
 //!
 //! One untimed warm-up run, then `--repetitions` timed runs; the median is reported.
 
-use crate::commands::{load_model, set_threads, UsageError};
+use crate::commands::{kernels_description, load_model, KernelArgs, UsageError};
 use anyhow::Result;
 use clap::Args;
 use keel_runtime::forward_batch::ForwardBatch;
@@ -34,9 +34,8 @@ pub struct SingleArgs {
     /// Timed repetitions (median reported).
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
-    /// Worker threads (default: one per CPU).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    kernels: KernelArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -81,7 +80,7 @@ pub fn run(a: SingleArgs) -> Result<()> {
     if a.repetitions == 0 {
         return Err(UsageError("--repetitions must be at least 1".into()).into());
     }
-    set_threads(a.threads)?;
+    a.kernels.apply()?;
     let loaded = load_model(a.model.as_deref())?;
     let model = &loaded.model;
     let ctx = model.config.max_position_embeddings;
@@ -116,12 +115,12 @@ pub fn run(a: SingleArgs) -> Result<()> {
     };
     if !a.json {
         println!(
-            "model {} ({}, {:.1}M params), {} threads, SIMD {}",
+            "model {} ({}, {:.1}M params), {} threads, {}",
             loaded.name,
             model.weights.embed.dtype,
             model.weights.num_parameters() as f64 / 1e6,
             keel_kernels::parallel::num_threads(),
-            keel_kernels::simd_level().name()
+            kernels_description()
         );
     }
     let pp = report("prefill", a.n_prompt, &|ids| prefill_once(model, ids))?;
@@ -132,6 +131,8 @@ pub fn run(a: SingleArgs) -> Result<()> {
             "model_path": loaded.path,
             "threads": keel_kernels::parallel::num_threads(),
             "simd": keel_kernels::simd_level().name(),
+            "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
+        "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
             "n_prompt": a.n_prompt,
             "n_gen": a.n_gen,
             "repetitions": a.repetitions,

@@ -1,0 +1,340 @@
+//! `Precision::Medium` for BF16 weights: AVX512-BF16 dot products, an opt-in approximate
+//! path (PyTorch's `set_float32_matmul_precision("medium")`).
+//!
+//! The activations are rounded to BF16 (`vcvtneps2bf16`: nearest even), then
+//! `vdpbf16ps` multiplies 32 weight/activation pairs per instruction and adds them into 16
+//! f32 lanes: twice the multiply-adds of an f32 FMA per instruction, and no weight
+//! expansion (the weights are already BF16 in memory). Not exact: each activation carries
+//! a relative error of up to 2^-9, so greedy output may depart from the reference; the
+//! default `Precision::Highest` path never takes this one.
+//!
+//! Order: one 16-lane accumulator per output; step `i` hands lane `j` elements
+//! `32i + 2j` and `32i + 2j + 1` (one `vdpbf16ps`); a zero-filled last partial step; then
+//! `hsum`. Every tile shape and the one-token case run this same sequence, so a token's
+//! result does not depend on its batch here either.
+//!
+//! Safety: callers guarantee AVX-512 (`avx512f`, `avx512bw`, `avx512vl`) and
+//! `avx512bf16` (`available()`), and in-bounds pointers.
+
+use super::avx512::{reduce_into, Prefetch};
+use super::{Parts, TILED_CHUNK, TOKEN_BLOCK};
+use crate::aligned::AlignedBuf;
+use crate::parallel::{for_each_chunk_mut, SharedMut};
+use crate::shares::deal;
+use crate::simd::{simd_level, SimdLevel};
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Whether this path can run: the AVX-512 level is in use and the CPU has AVX512-BF16.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| simd_level() == SimdLevel::Avx512 && is_x86_feature_detected!("avx512bf16"))
+}
+
+thread_local! {
+    /// The caller's activations as BF16, rows padded with zeros to a multiple of 32
+    /// (64 bytes, so rows start on cache lines: an `AlignedBuf` holds two per f32).
+    static XB: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+}
+
+/// `out = x · Wᵀ` for every part (all BF16), see the module doc.
+pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
+    let cols = parts.parts[0].w.cols;
+    let stride = cols.div_ceil(32) * 32;
+    XB.with(|xb| {
+        let mut buf = xb.borrow_mut();
+        if buf.len() < n_tokens * stride / 2 {
+            buf.resize(n_tokens * stride / 2);
+        }
+        // SAFETY: the buffer holds at least `n_tokens * stride / 2` f32, that is
+        // `n_tokens * stride` u16 (any bits are a valid u16), and is borrowed mutably here.
+        let xb =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_slice().as_mut_ptr() as *mut u16, n_tokens * stride) };
+        // Rows are independent: spread them over the pool when there are many.
+        let rows_per_task =
+            if n_tokens >= 64 { n_tokens.div_ceil(crate::parallel::num_threads() * 4) } else { n_tokens };
+        for_each_chunk_mut(xb, rows_per_task * stride, &|range, piece| {
+            let t0 = range.start / stride;
+            for (i, row) in piece.chunks_exact_mut(stride).enumerate() {
+                // SAFETY: `available()` (checked by the caller); both rows hold `cols`
+                // (and `stride`) elements.
+                unsafe { to_bf16(&x[(t0 + i) * cols..(t0 + i + 1) * cols], row) };
+            }
+        });
+        let xb: &[u16] = xb;
+        // One token: 16-row blocks dealt as contiguous shares, 4 rows at a time (a
+        // memory-bound stream, as the exact GEMV); several: 24-row chunks, 6 rows at a
+        // time against 128-token blocks. The weights are read in place (no expansion).
+        let (unit, group) = if n_tokens == 1 { (16, 4) } else { (TILED_CHUNK, 6) };
+        deal(parts.number(unit), |u, own_end| {
+            let (p, c) = parts.find(u);
+            let w = &p.w;
+            let (r0, r1) = (c * unit, ((c + 1) * unit).min(w.rows));
+            let pf_end = own_end.map_or(r1, |end| ((end - p.first) * unit).min(w.rows));
+            let tiles = Tiles {
+                w: |r| w.row(r).as_ptr() as *const u16,
+                x: xb.as_ptr(),
+                stride,
+                cols,
+                rows: w.rows,
+                out: p.out,
+            };
+            for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
+                let mut r = r0;
+                while r < r1 {
+                    let n = if r1 - r >= group {
+                        group
+                    } else if r1 - r >= 4 {
+                        4
+                    } else {
+                        1
+                    };
+                    // SAFETY: `available()`; rows r..r+n < rows and tokens t0..t1 are this
+                    // unit's (`deal` hands each unit out once); the prefetched rows exist.
+                    unsafe {
+                        // The next group's rows (contiguous after these) stream in while
+                        // this one computes, spread over its first tile.
+                        let next = if r + n < pf_end {
+                            Prefetch { ptr: w.row(r + n).as_ptr(), len: group.min(pf_end - r - n) * w.row_bytes() }
+                        } else {
+                            Prefetch::NONE
+                        };
+                        match n {
+                            6 => tiles.rows_x_tokens::<6>(r, t0, t1, next),
+                            4 => tiles.rows_x_tokens::<4>(r, t0, t1, next),
+                            _ => tiles.rows_x_tokens::<1>(r, t0, t1, next),
+                        }
+                    }
+                    r += n;
+                }
+            }
+        });
+    })
+}
+
+/// `out[..x.len()]` = `x` rounded to BF16 (nearest even), the rest of `out` zero.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,avx512bf16")]
+unsafe fn to_bf16(x: &[f32], out: &mut [u16]) {
+    let mut i = 0;
+    while i < out.len() {
+        let m = crate::dot::avx512::lanes(x.len().saturating_sub(i));
+        let v = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i.min(x.len())));
+        let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+        _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, b);
+        i += 16;
+    }
+}
+
+/// The operands of one chunk's tiles.
+struct Tiles<W: Fn(usize) -> *const u16> {
+    w: W,
+    x: *const u16,
+    stride: usize,
+    cols: usize,
+    rows: usize,
+    out: SharedMut<f32>,
+}
+
+impl<W: Fn(usize) -> *const u16> Tiles<W> {
+    /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,avx512bf16")]
+    unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize, next: Prefetch) {
+        let wr: [*const u16; R] = std::array::from_fn(|i| (self.w)(r + i));
+        let mut next = Some(next);
+        let mut t = t0;
+        while t + 4 <= t1 {
+            self.call::<R, 4>(&wr, r, t, next.take().unwrap_or(Prefetch::NONE));
+            t += 4;
+        }
+        while t + 2 <= t1 {
+            self.call::<R, 2>(&wr, r, t, next.take().unwrap_or(Prefetch::NONE));
+            t += 2;
+        }
+        if t < t1 {
+            self.call::<R, 1>(&wr, r, t, next.take().unwrap_or(Prefetch::NONE));
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,avx512bf16")]
+    #[inline]
+    unsafe fn call<const R: usize, const C: usize>(&self, wr: &[*const u16; R], r: usize, t: usize, pf: Prefetch) {
+        let mut v = [[0f32; C]; R];
+        tile::<R, C>(*wr, std::array::from_fn(|c| self.x.add((t + c) * self.stride)), self.cols, &mut v, pf);
+        for (i, vi) in v.iter().enumerate() {
+            for (c, vc) in vi.iter().enumerate() {
+                *self.out.at((t + c) * self.rows + r + i) = *vc;
+            }
+        }
+    }
+}
+
+/// `R` BF16 weight rows × `C` BF16 token rows over `k` elements, 32 per step (see the
+/// module doc for the order). Token rows are zero-padded to a multiple of 32. The lines
+/// of `pf` are prefetched, spread over the steps.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,avx512bf16")]
+#[inline]
+unsafe fn tile<const R: usize, const C: usize>(
+    w: [*const u16; R],
+    x: [*const u16; C],
+    k: usize,
+    out: &mut [[f32; C]; R],
+    pf: Prefetch,
+) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let lines = pf.len.div_ceil(64);
+    let per_step = lines.div_ceil(k.div_ceil(32));
+    let mut line = 0;
+    let mut i = 0;
+    let mut step = |i: usize, m: u32| {
+        for _ in 0..per_step.min(lines - line) {
+            _mm_prefetch::<_MM_HINT_T0>(pf.ptr.add(64 * line) as *const i8);
+            line += 1;
+        }
+        let xv: [__m512bh; C] =
+            std::array::from_fn(|c| std::mem::transmute(_mm512_loadu_si512(x[c].add(i) as *const _)));
+        for r in 0..R {
+            let wv: __m512bh = if m == u32::MAX {
+                std::mem::transmute(_mm512_loadu_si512(w[r].add(i) as *const _))
+            } else {
+                std::mem::transmute(_mm512_maskz_loadu_epi16(m, w[r].add(i) as *const i16))
+            };
+            for c in 0..C {
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv, xv[c]);
+            }
+        }
+    };
+    while i + 32 <= k {
+        step(i, u32::MAX);
+        i += 32;
+    }
+    if i < k {
+        // The token rows' padding is zero; the weights past `k` are masked off.
+        step(i, (1u32 << (k - i)) - 1);
+    }
+    for r in 0..R {
+        reduce_into(&acc[r], &mut out[r]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{matmul_many_with, matmul_with, Precision, WeightMatrix};
+    use crate::dtype::DType;
+    use crate::quant::dequantize_row;
+    use crate::test_util::{random_row, Lcg};
+
+    /// Round to nearest even, as `vcvtneps2bf16` does for normal numbers.
+    fn bf16_bits(v: f32) -> u16 {
+        let b = v.to_bits();
+        ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+    }
+
+    #[test]
+    fn activations_round_to_nearest_even() {
+        if !super::available() {
+            return;
+        }
+        let mut rng = Lcg(3);
+        let mut x: Vec<f32> = (0..77).map(|_| rng.normal() * 100.0).collect();
+        // Ties: exactly halfway between two BF16 values, both parities.
+        x[0] = f32::from_bits(0x3F80_8000);
+        x[1] = f32::from_bits(0x3F81_8000);
+        let mut out = vec![0xFFFFu16; 96];
+        // SAFETY: available() checked above; `out` is longer than `x`.
+        unsafe { super::to_bf16(&x, &mut out) };
+        for (i, v) in x.iter().enumerate() {
+            assert_eq!(out[i], bf16_bits(*v), "element {i} ({v})");
+        }
+        assert_eq!((out[0], out[1]), (0x3F80, 0x3F82), "ties go to even");
+        assert!(out[77..].iter().all(|&b| b == 0), "the padding is zero");
+    }
+
+    /// BF16 weights × BF16-rounded activations: within the rounding of the activations
+    /// (2^-9 relative each) of the exact sum, batch invariant, and not the exact path's
+    /// bits (so this path did run).
+    #[test]
+    fn medium_is_close_batch_invariant_and_not_the_exact_path() {
+        if !super::available() {
+            return;
+        }
+        let mut rng = Lcg(21);
+        // Columns off the 32-element step (tail masks), row counts off the 4-, 6-, 16- and
+        // 24-row units, token counts across the 4-token tiles and the 128-token blocks.
+        for (rows, cols) in [(37usize, 80usize), (50, 64), (7, 1000)] {
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(DType::BF16, cols, &mut rng)).collect();
+            let wm = WeightMatrix::new(DType::BF16, &w, rows, cols).expect("shape");
+            let mut wf = vec![0f32; rows * cols];
+            dequantize_row(DType::BF16, &w, &mut wf);
+            let n = 131;
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+            let mut out = vec![f32::NAN; n * rows];
+            matmul_with(Precision::Medium, &wm, &x, &mut out);
+            let mut exact = vec![0f32; n * rows];
+            matmul_with(Precision::Highest, &wm, &x, &mut exact);
+            assert_ne!(out, exact, "{rows}x{cols}: medium gave the exact bits");
+            for t in 0..n {
+                for r in 0..rows {
+                    let (wr, xt) = (&wf[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
+                    let want: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let mag: f64 = wr.iter().zip(xt).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                    let got = out[t * rows + r] as f64;
+                    assert!((got - want).abs() <= mag * 2f64.powi(-8), "{rows}x{cols} t{t} r{r}: {got} vs {want}");
+                }
+            }
+            for t in [0, 1, 63, 127, 128, 130] {
+                let mut one = vec![0f32; rows];
+                matmul_with(Precision::Medium, &wm, &x[t * cols..(t + 1) * cols], &mut one);
+                assert_eq!(one, out[t * rows..(t + 1) * rows], "{rows}x{cols}: token {t} alone");
+            }
+            let mut three = vec![0f32; 3 * rows];
+            matmul_with(Precision::Medium, &wm, &x[5 * cols..8 * cols], &mut three);
+            assert_eq!(three, out[5 * rows..8 * rows], "{rows}x{cols}: tokens 5..8 as a batch of 3");
+        }
+    }
+
+    #[test]
+    fn medium_matmul_many_gives_each_matrix_its_own_bits() {
+        if !super::available() {
+            return;
+        }
+        let mut rng = Lcg(5);
+        let cols = 96;
+        let shapes = [45usize, 0, 17, 100];
+        let data: Vec<Vec<u8>> =
+            shapes.iter().map(|&r| (0..r).flat_map(|_| random_row(DType::BF16, cols, &mut rng)).collect()).collect();
+        let ws: Vec<WeightMatrix> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&r, d)| WeightMatrix::new(DType::BF16, d, r, cols).expect("shape"))
+            .collect();
+        for n in [1usize, 9] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+            let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&r| vec![f32::NAN; n * r]).collect();
+            let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            matmul_many_with(Precision::Medium, &ws, &x, &mut views);
+            for (i, w) in ws.iter().enumerate() {
+                let mut alone = vec![0f32; n * w.rows];
+                matmul_with(Precision::Medium, w, &x, &mut alone);
+                assert_eq!(outs[i], alone, "matrix {i}, {n} tokens");
+            }
+        }
+    }
+
+    /// Every weight type but BF16 stays on the exact path.
+    #[test]
+    fn medium_leaves_other_weight_types_exact() {
+        let mut rng = Lcg(8);
+        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_1] {
+            let (rows, cols) = (30, 64);
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+            let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
+            let x: Vec<f32> = (0..5 * cols).map(|_| rng.normal()).collect();
+            let (mut a, mut b) = (vec![0f32; 5 * rows], vec![0f32; 5 * rows]);
+            matmul_with(Precision::Medium, &wm, &x, &mut a);
+            matmul_with(Precision::Highest, &wm, &x, &mut b);
+            assert_eq!(a, b, "{dtype}");
+        }
+    }
+}
