@@ -109,12 +109,12 @@ impl Model {
 
     /// Runs one step: writes every token's K/V into `kv` and returns the logits of
     /// `batch.logits_indices`, `[logits_indices.len(), vocab]` row-major.
-    pub fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<Vec<f32>> {
+    pub fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<AlignedBuf> {
         let cfg = &self.config;
         batch.validate(cfg.vocab_size, kv.num_slots(), kv.block_size)?;
         let n = batch.num_tokens();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(AlignedBuf::new());
         }
         let mut guard = self.workspace.lock().map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
         let ws = &mut *guard;
@@ -199,6 +199,6 @@ impl Model {
         rms_norm(&ws.last, &self.weights.final_norm, cfg.rms_norm_eps, &mut ws.normed);
         let mut logits = AlignedBuf::new();
         linear(&self.weights.lm_head, None, &ws.normed, &mut logits)?;
-        Ok(logits.to_vec())
+        Ok(logits)
     }
 }

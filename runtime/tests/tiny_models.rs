@@ -34,7 +34,7 @@ fn prefill_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut b = ForwardBatch::default();
     b.push_seq(tokens, 0, &table, BLOCK_SIZE, false);
     b.logits_indices = (0..tokens.len()).collect();
-    model.forward(&b, &mut kv).expect("forward")
+    model.forward(&b, &mut kv).expect("forward").to_vec()
 }
 
 /// Logits at every position, feeding one token per step.
@@ -45,7 +45,7 @@ fn stepwise_logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
     for (pos, t) in tokens.iter().enumerate() {
         let mut b = ForwardBatch::default();
         b.push_seq(&[*t], pos, &table, BLOCK_SIZE, true);
-        out.extend(model.forward(&b, &mut kv).expect("forward"));
+        out.extend_from_slice(&model.forward(&b, &mut kv).expect("forward"));
     }
     out
 }

@@ -135,19 +135,18 @@ impl EngineCore {
             let (Some(sampler), Some(req)) = (samplers.remove(&s.id), self.scheduler.request(s.id)) else {
                 continue;
             };
-            jobs.push(Mutex::new(SampleJob {
-                id: s.id,
-                row,
-                prev: req.tokens(0, req.num_tokens()),
-                sampler,
-                out: None,
-            }));
+            // Only the repetition penalty reads the sequence so far.
+            let prev = if sampler.uses_previous() { req.tokens(0, req.num_tokens()) } else { Vec::new() };
+            jobs.push(Mutex::new(SampleJob { id: s.id, row, prev, sampler, out: None }));
         }
         keel_kernels::parallel::parallel_for(jobs.len(), &|i| {
             let mut guard = jobs[i].lock().unwrap_or_else(|e| e.into_inner());
             let job = &mut *guard;
-            let mut work = job.row.to_vec();
-            let tok = job.sampler.sample(&mut work, &job.prev);
+            // A copy of the row only for samplers that change it (not greedy ones).
+            let tok = job.sampler.sample_untransformed(job.row).unwrap_or_else(|| {
+                let mut work = job.row.to_vec();
+                job.sampler.sample(&mut work, &job.prev)
+            });
             job.out = Some((tok, logprob(job.row, tok)));
         });
         jobs.into_iter()

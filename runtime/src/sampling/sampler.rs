@@ -128,6 +128,23 @@ impl Sampler {
         self.sample_filtered(logits, temperature, u)
     }
 
+    /// `sample` without a writable copy of the row, for a sampler that would not change
+    /// it (greedy, no repetition penalty): the same token and the same one RNG draw.
+    /// `None` (nothing drawn) when the row needs `sample`.
+    pub fn sample_untransformed(&mut self, logits: &[f32]) -> Option<u32> {
+        if self.temperature.is_some() || self.uses_previous() {
+            return None;
+        }
+        let _ = self.next_uniform();
+        // `argmax` never picks NaN, as `sample` does after turning NaN into -inf.
+        Some(argmax(logits))
+    }
+
+    /// Whether `sample` reads its `previous` tokens (the repetition penalty is on).
+    pub fn uses_previous(&self) -> bool {
+        self.repetition_penalty != 1.0
+    }
+
     /// A uniform `f64` in `[0, 1)` from the top 53 bits of one `u64` draw.
     fn next_uniform(&mut self) -> f64 {
         (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)

@@ -303,6 +303,35 @@ proptest! {
         prop_assert_eq!(s.sample(&mut logits.clone(), &[]), argmax(&logits));
     }
 
+    /// The copy-free path gives `sample`'s token and draws as much from the RNG (the two
+    /// samplers agree afterwards), and declines whenever `sample` would change the row.
+    #[test]
+    fn untransformed_greedy_is_sample(logits in any_logits(), seed in any::<u64>(), penalty in prop::bool::ANY) {
+        let p = SamplingParams {
+            seed: Some(seed),
+            repetition_penalty: if penalty { 1.3 } else { 1.0 },
+            ..SamplingParams::greedy()
+        };
+        let (mut a, mut b) = (Sampler::new(&p), Sampler::new(&p));
+        match a.sample_untransformed(&logits) {
+            Some(t) => {
+                prop_assert!(!penalty);
+                prop_assert_eq!(t, b.sample(&mut logits.clone(), &[]));
+            }
+            None => prop_assert!(penalty),
+        }
+        let mut sampled = Sampler::new(&SamplingParams { temperature: 1.0, ..p });
+        prop_assert!(sampled.sample_untransformed(&logits).is_none());
+        if !penalty {
+            a.temperature = Some(1.0);
+            b.temperature = Some(1.0);
+            let l = [0.5f32, 0.1, 0.3];
+            for _ in 0..5 {
+                prop_assert_eq!(a.sample(&mut l.to_vec(), &[]), b.sample(&mut l.to_vec(), &[]));
+            }
+        }
+    }
+
     #[test]
     fn top_k_one_is_greedy(logits in finite_logits(), t in 0.01f32..2.0, seed in any::<u64>()) {
         let mut s = Sampler::new(&SamplingParams { top_k: 1, temperature: t, seed: Some(seed), ..SamplingParams::default() });
