@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side CPU benchmark: keel's `runtime bench` vs llama.cpp's llama-bench and
 # llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16), same
-# thread count, same sitting. Prints both in one table (keel's exact default path, plus a
-# BF16-m row for its opt-in --matmul-precision medium where the CPU has AVX512-BF16).
+# thread count, same sitting. Prints both in one table: keel's exact default path, and with
+# --medium also rows "<model>-m" for its opt-in --matmul-precision medium (BF16 dot products,
+# not exact; needs AVX512-BF16), set against the same llama.cpp figures.
 #
-#   benches/compare_llamacpp.sh [--threads N] [--reps R] [--rounds K] [--quick]
+#   benches/compare_llamacpp.sh [--threads N] [--reps R] [--rounds K] [--quick] [--medium]
 #
 # --rounds K measures every model K times, keel and llama.cpp back to back each time, prints
 # each round, then the medians (of the figures, and of each round's ratio): on a shared
@@ -17,13 +18,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-THREADS=2 REPS=3 ROUNDS=1 QUICK=0
+THREADS=2 REPS=3 ROUNDS=1 QUICK=0 WANT_MEDIUM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --medium) WANT_MEDIUM=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -68,11 +70,11 @@ lbb() { # llama-batched-bench 32 x (128 in, 128 out): decode t/s (S_TG)
     awk -F'|' '/^\|  *128/ {gsub(/ /,"",$9); print $9}'
 }
 
-# BF16-m: keel's opt-in `--matmul-precision medium` (BF16 dot products, not exact) on the BF16
-# model, beside llama.cpp's BF16 path (which also rounds activations to BF16); only on CPUs
-# with AVX512-BF16. Every other row is keel's exact default.
-MEDIUM=
-grep -qw avx512_bf16 /proc/cpuinfo && MEDIUM="BF16-m:$MODELS/smollm2-BF16.gguf:medium"
+SPECS="Q4_1:$Q41 Q8_0:$MODELS/smollm2-Q8_0.gguf F16:$MODELS/smollm2-F16.gguf BF16:$MODELS/smollm2-BF16.gguf"
+if [ "$WANT_MEDIUM" = 1 ]; then
+  grep -qw avx512_bf16 /proc/cpuinfo || { echo "--medium needs a CPU with AVX512-BF16" >&2; exit 2; }
+  SPECS="$SPECS Q4_1-m:$Q41:medium Q8_0-m:$MODELS/smollm2-Q8_0.gguf:medium F16-m:$MODELS/smollm2-F16.gguf:medium BF16-m:$MODELS/smollm2-BF16.gguf:medium"
+fi
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 fam=$(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs) mod=$(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | xargs)
 echo "machine: $cpu (family $fam, model $mod), $(nproc) CPUs; $THREADS threads; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -105,17 +107,22 @@ for name, rs in rows.items():
 }
 for round in $(seq "$ROUNDS"); do
   [ "$ROUNDS" = 1 ] || echo "round $round of $ROUNDS"
+  declare -A LPP=() LTG=() LBD=()
   header
-  for spec in "Q4_1:$Q41" "Q8_0:$MODELS/smollm2-Q8_0.gguf" "F16:$MODELS/smollm2-F16.gguf" "BF16:$MODELS/smollm2-BF16.gguf" $MEDIUM; do
+  for spec in $SPECS; do
     name=${spec%%:*} rest=${spec#*:}
     m=${rest%%:*} prec=highest
     [ "$m" = "$rest" ] || prec=${rest##*:}
     kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" --matmul-precision "$prec" --json)
     kpp=$(echo "$kb" | json prefill_tokens_per_s) ktg=$(echo "$kb" | json decode_tokens_per_s)
-    lpp=$(lb "$m" pp512) ltg=$(lb "$m" tg128)
-    if [ "$QUICK" = 1 ]; then kbd=- lbd=-; else
+    # llama.cpp runs once per model and round; a "-m" row reuses its model's figures.
+    if [ -z "${LPP[$m]:-}" ]; then
+      LPP[$m]=$(lb "$m" pp512) LTG[$m]=$(lb "$m" tg128)
+      if [ "$QUICK" = 1 ]; then LBD[$m]=-; else LBD[$m]=$(lbb "$m"); fi
+    fi
+    lpp=${LPP[$m]} ltg=${LTG[$m]} lbd=${LBD[$m]}
+    if [ "$QUICK" = 1 ]; then kbd=-; else
       kbd=$($RT bench offline --model "$m" --num-prompts 32 --input-len 128 --output-len 128 -t "$THREADS" --matmul-precision "$prec" --json | json decode_tokens_per_s)
-      lbd=$(lbb "$m")
     fi
     echo "$name $kpp $lpp $ktg $ltg $kbd $lbd" | tee -a "$rows" | table
   done

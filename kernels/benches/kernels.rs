@@ -55,7 +55,7 @@ fn bench_matmul(c: &mut Criterion) {
 /// `matmul/BF16` (skipped where the CPU lacks AVX512-BF16).
 fn bench_matmul_medium(c: &mut Criterion) {
     setup();
-    if !keel_kernels::matmul::medium_applies(DType::BF16) {
+    if !keel_kernels::matmul::medium_available() {
         return;
     }
     let mut rng = Lcg(1);
@@ -94,8 +94,10 @@ fn bench_decode_layers(c: &mut Criterion) {
         (DType::F16, Precision::Highest),
         (DType::BF16, Precision::Highest),
     ];
-    if keel_kernels::matmul::medium_applies(DType::BF16) {
-        runs.push((DType::BF16, Precision::Medium));
+    if keel_kernels::matmul::medium_available() {
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::BF16] {
+            runs.push((dtype, Precision::Medium));
+        }
     }
     for (dtype, precision) in runs {
         let layers: Vec<Vec<Vec<u8>>> = (0..30)

@@ -124,7 +124,7 @@ impl KernelArgs {
             MatmulPrecision::Highest => Precision::Highest,
             MatmulPrecision::Medium => Precision::Medium,
         };
-        if p == Precision::Medium && !keel_kernels::matmul::medium_applies(keel_kernels::DType::BF16) {
+        if p == Precision::Medium && !keel_kernels::matmul::medium_available() {
             tracing::warn!(
                 "--matmul-precision medium needs AVX-512 with AVX512-BF16; this CPU (SIMD {}) runs the exact kernels",
                 keel_kernels::simd_level().name()

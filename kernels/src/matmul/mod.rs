@@ -15,9 +15,9 @@
 //!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
 //!   rows it will take next, across chunks of its own share.
 //! * AVX2 / scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
-//! * Opt-in `Precision::Medium` (set per process): BF16 weights on CPUs with AVX512-BF16
-//!   take `bf16dot` (BF16 dot products, not exact, batch invariant within itself); all
-//!   else stays on the exact paths above.
+//! * Opt-in `Precision::Medium` (set per process), on CPUs with AVX512-BF16: `bf16dot`
+//!   (weights and activations rounded to BF16, BF16 dot products; not exact, batch
+//!   invariant within itself). Other CPUs stay on the exact paths above.
 
 use crate::aligned::AlignedBuf;
 use crate::dot::{dot_f32, dot_row};
@@ -94,8 +94,8 @@ pub enum Precision {
     /// accumulation, on every SIMD level. The default.
     #[default]
     Highest,
-    /// BF16 weights take BF16 dot products (`bf16dot`: activations rounded to BF16) where
-    /// the CPU has AVX512-BF16; every other weight type, and every other CPU, stays exact.
+    /// Weights and activations rounded to BF16, products summed in f32 by AVX512-BF16 dot
+    /// products (`bf16dot`), on CPUs that have them; other CPUs stay exact.
     Medium,
 }
 
@@ -116,15 +116,14 @@ pub fn precision() -> Precision {
     }
 }
 
-/// Whether `Precision::Medium` changes anything for weights of `dtype` on this CPU.
-pub fn medium_applies(dtype: DType) -> bool {
+/// Whether `Precision::Medium` takes effect on this CPU (AVX-512 with AVX512-BF16).
+pub fn medium_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        dtype == DType::BF16 && bf16dot::available()
+        bf16dot::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = dtype;
         false
     }
 }
@@ -172,7 +171,7 @@ pub fn matmul_many_with(p: Precision, ws: &[WeightMatrix], x: &[f32], outs: &mut
     }
     let parts = Parts { parts, n: ws.len() };
     #[cfg(target_arch = "x86_64")]
-    if p == Precision::Medium && ws.iter().all(|w| medium_applies(w.dtype)) {
+    if p == Precision::Medium && medium_available() {
         return bf16dot::matmul(parts, x, n_tokens);
     }
     #[cfg(not(target_arch = "x86_64"))]
