@@ -5,8 +5,8 @@
 
 Runs the 8 prompts of tests/fixtures/smollm2_reference.json (raw and chat) through
 `target/release/runtime generate` at `highest` and at `medium`, 32 tokens each with EOS
-ignored, and prints how many leading tokens the two continuations share. `medium` changes
-only BF16 weights (see the README's kernel options), so give it a BF16 model.
+ignored, and prints how many leading tokens the two continuations share (see the README's
+kernel options for what `medium` rounds).
 """
 import argparse
 import json
