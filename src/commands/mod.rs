@@ -102,8 +102,8 @@ pub struct KernelArgs {
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// `highest`: exact f32 arithmetic, greedy output equal to the reference (the default).
-    /// `medium`: BF16 weights take BF16 dot products (activations rounded to BF16) where
-    /// the CPU has AVX512-BF16: faster prefill and batched decode, not exact.
+    /// `medium`: weights and activations rounded to BF16 for AVX512-BF16 dot products
+    /// where the CPU has them: faster prefill and batched decode, not exact.
     #[arg(long, value_enum, default_value = "highest")]
     pub matmul_precision: MatmulPrecision,
 }

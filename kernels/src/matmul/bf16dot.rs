@@ -39,7 +39,7 @@ thread_local! {
     static XB: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
-/// `out = x · Wᵀ` for every part (all BF16), see the module doc.
+/// `out = x · Wᵀ` for every part (any weight type), see the module doc.
 pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
     let cols = parts.parts[0].w.cols;
     let stride = cols.div_ceil(32) * 32;
