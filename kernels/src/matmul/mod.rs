@@ -102,12 +102,13 @@ pub enum Precision {
 static MEDIUM: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision `matmul` and `matmul_many` use in this process (the
-/// `--matmul-precision` option); `Highest` until set.
+/// `--matmul-precision` option); `Highest` until set. `Medium` on a CPU without it
+/// (`medium_available`) leaves `Highest`.
 pub fn set_precision(p: Precision) {
-    MEDIUM.store(p == Precision::Medium, Ordering::Relaxed);
+    MEDIUM.store(p == Precision::Medium && medium_available(), Ordering::Relaxed);
 }
 
-/// The precision set by `set_precision`.
+/// The precision in effect (see `set_precision`).
 pub fn precision() -> Precision {
     if MEDIUM.load(Ordering::Relaxed) {
         Precision::Medium
