@@ -161,6 +161,45 @@ pub struct Prefetch {
 
 impl Prefetch {
     pub const NONE: Prefetch = Prefetch { ptr: std::ptr::null(), len: 0 };
+
+    /// This memory's cache lines in `steps` equal shares (the last ones may be short or
+    /// empty), to issue one share per step of a loop (`Spread::step`).
+    #[inline(always)]
+    pub(crate) fn spread(self, steps: usize) -> Spread {
+        let lines = self.len.div_ceil(64);
+        Spread { ptr: self.ptr, lines, per_step: lines.div_ceil(steps.max(1)), next: 0 }
+    }
+}
+
+/// A `Prefetch` issued a share at a time (see `Prefetch::spread`).
+pub(crate) struct Spread {
+    ptr: *const u8,
+    lines: usize,
+    per_step: usize,
+    next: usize,
+}
+
+impl Spread {
+    /// Prefetches the next share of lines (none once all are issued).
+    ///
+    /// SAFETY: as `_mm_prefetch` (never faults; the lines are the `Prefetch`'s).
+    #[inline(always)]
+    pub(crate) unsafe fn step(&mut self) {
+        let end = (self.next + self.per_step).min(self.lines);
+        while self.next < end {
+            _mm_prefetch::<_MM_HINT_T0>(self.ptr.add(64 * self.next) as *const i8);
+            self.next += 1;
+        }
+    }
+
+    /// Prefetches every line not issued yet.
+    ///
+    /// SAFETY: as `step`.
+    #[inline(always)]
+    pub(crate) unsafe fn rest(&mut self) {
+        self.per_step = self.lines;
+        self.step();
+    }
 }
 
 /// `R` rows of format `W` (`k` elements each) dotted with one token `x`.
@@ -176,12 +215,9 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     let full = k / 32;
     // Spread the prefetches of the next rows evenly over this group's chunks.
-    let lines = prefetch.len.div_ceil(64);
-    let per_chunk = lines.div_ceil(full.max(1));
+    let mut pf = prefetch.spread(full);
     for c in 0..full {
-        for l in c * per_chunk..((c + 1) * per_chunk).min(lines) {
-            _mm_prefetch::<_MM_HINT_T0>(prefetch.ptr.add(64 * l) as *const i8);
-        }
+        pf.step();
         let x0 = _mm512_loadu_ps(x.add(32 * c));
         let x1 = _mm512_loadu_ps(x.add(32 * c + 16));
         for r in 0..R {

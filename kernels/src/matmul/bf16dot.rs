@@ -26,6 +26,7 @@ use crate::simd::{simd_level, SimdLevel};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 /// Whether this path can run: the AVX-512 level is in use and the CPU has AVX512-BF16.
 pub fn available() -> bool {
@@ -43,15 +44,7 @@ thread_local! {
 pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
     let cols = parts.parts[0].w.cols;
     let stride = cols.div_ceil(32) * 32;
-    XB.with(|xb| {
-        let mut buf = xb.borrow_mut();
-        if buf.len() < n_tokens * stride / 2 {
-            buf.resize(n_tokens * stride / 2);
-        }
-        // SAFETY: the buffer holds at least `n_tokens * stride / 2` f32, that is
-        // `n_tokens * stride` u16 (any bits are a valid u16), and is borrowed mutably here.
-        let xb =
-            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_slice().as_mut_ptr() as *mut u16, n_tokens * stride) };
+    with_bf16(&XB, n_tokens * stride, |xb| {
         // Rows are independent: spread them over the pool when there are many.
         let rows_per_task =
             if n_tokens >= 64 { n_tokens.div_ceil(crate::parallel::num_threads() * 4) } else { n_tokens };
@@ -81,7 +74,7 @@ pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
             // order as expanding into the scratch first, without the two extra passes).
             let fused = n_tokens == 1 && cols % 32 == 0 && fusable(w.dtype);
             let scratch_len = if w.dtype == DType::BF16 || fused { 0 } else { group * stride };
-            with_weight_scratch(scratch_len, |scratch| {
+            with_bf16(&WB, scratch_len, |scratch| {
                 for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
                     let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
                     let mut r = r0;
@@ -150,15 +143,16 @@ thread_local! {
     static WB: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
-/// `f` on a 64-byte-aligned, per-thread scratch of `len` (even) BF16 values.
-fn with_weight_scratch<T>(len: usize, f: impl FnOnce(&mut [u16]) -> T) -> T {
-    WB.with(|b| {
+/// `f` on the first `len` (even) BF16 values of `buf`, a 64-byte-aligned per-thread
+/// buffer (`XB` or `WB`; an `AlignedBuf` holds two per f32), grown as needed.
+fn with_bf16<T>(buf: &'static LocalKey<RefCell<AlignedBuf>>, len: usize, f: impl FnOnce(&mut [u16]) -> T) -> T {
+    buf.with(|b| {
         let mut b = b.borrow_mut();
         if b.len() < len / 2 {
             b.resize(len / 2);
         }
-        // SAFETY: the buffer holds at least `len / 2` f32, that is `len` u16, and is
-        // borrowed mutably here.
+        // SAFETY: the buffer holds at least `len / 2` f32, that is `len` u16 (any bits
+        // are a valid u16), and is borrowed mutably here.
         f(unsafe { std::slice::from_raw_parts_mut(b.as_mut_slice().as_mut_ptr() as *mut u16, len) })
     })
 }
@@ -308,14 +302,9 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
 ) {
     let mut acc = [_mm512_setzero_ps(); R];
     let steps = k / 32;
-    let lines = pf.len.div_ceil(64);
-    let per_step = lines.div_ceil(steps.max(1));
-    let mut line = 0;
+    let mut pf = pf.spread(steps);
     for c in 0..steps {
-        for _ in 0..per_step.min(lines - line) {
-            _mm_prefetch::<_MM_HINT_T0>(pf.ptr.add(64 * line) as *const i8);
-            line += 1;
-        }
+        pf.step();
         let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(x.add(32 * c) as *const _));
         for r in 0..R {
             let (w0, w1) = W::load(rows[r].add(c * W::BYTES));
@@ -339,15 +328,10 @@ unsafe fn tile<const R: usize, const C: usize>(
     pf: Prefetch,
 ) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let lines = pf.len.div_ceil(64);
-    let per_step = lines.div_ceil(k.div_ceil(32));
-    let mut line = 0;
+    let mut pf = pf.spread(k.div_ceil(32));
     let mut i = 0;
     let mut step = |i: usize, m: u32| {
-        for _ in 0..per_step.min(lines - line) {
-            _mm_prefetch::<_MM_HINT_T0>(pf.ptr.add(64 * line) as *const i8);
-            line += 1;
-        }
+        pf.step();
         let xv: [__m512bh; C] =
             std::array::from_fn(|c| std::mem::transmute(_mm512_loadu_si512(x[c].add(i) as *const _)));
         for r in 0..R {

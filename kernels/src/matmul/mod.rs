@@ -403,20 +403,14 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
     unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize, next: avx512::Prefetch) {
         let wr: [*const f32; R] = std::array::from_fn(|i| (self.w)(r + i));
         // `next`'s cache lines, a share before each 4-token call.
-        let lines = next.len.div_ceil(64);
-        let per_call = lines.div_ceil(((t1 - t0) / 4).max(1));
-        let mut line = 0;
+        let mut next = next.spread((t1 - t0) / 4);
         let mut t = t0;
         while t + 4 <= t1 {
-            let n = per_call.min(lines - line);
-            avx512::prefetch(next.ptr.add(64 * line), 64 * n);
-            line += n;
+            next.step();
             self.call::<R, 4>(&wr, r, t);
             t += 4;
         }
-        if line < lines {
-            avx512::prefetch(next.ptr.add(64 * line), 64 * (lines - line));
-        }
+        next.rest();
         while t + 2 <= t1 {
             self.call::<R, 2>(&wr, r, t);
             t += 2;
