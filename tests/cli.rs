@@ -142,6 +142,55 @@ fn bench_json_reports_both_rates() {
     assert!(v["decode_tokens_per_s"].as_f64().expect("decode") > 0.0);
     assert_eq!(v["prefill_samples"].as_array().map(|a| a.len()), Some(2));
     assert_eq!(v["matmul_precision"], "highest", "the default");
+    assert_eq!(v["kv_cache_dtype"], "f32", "the default");
+}
+
+#[test]
+fn kv_cache_dtype_bf16_runs_and_says_so() {
+    let m = tiny();
+    let m = m.to_str().expect("utf8");
+    let g = run(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "5",
+        "--ignore-eos",
+        "--json",
+        "--kv-cache-dtype",
+        "bf16",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let v: Value = serde_json::from_slice(&g.stdout).expect("json");
+    assert_eq!(v["completion_ids"].as_array().map(|a| a.len()), Some(5), "{v}");
+    let b = run(&["bench", "--model", m, "-p", "20", "-n", "4", "-r", "1", "--json", "--kv-cache-dtype", "bf16"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let v: Value = serde_json::from_slice(&b.stdout).expect("one JSON object");
+    assert_eq!(v["kv_cache_dtype"], "bf16");
+    let o = run(&[
+        "bench",
+        "offline",
+        "--model",
+        m,
+        "--num-prompts",
+        "3",
+        "--input-len",
+        "20",
+        "--output-len",
+        "4",
+        "--json",
+        "--kv-cache-dtype",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["kv_cache_dtype"], "bf16");
+    assert!(v["output_tokens_per_s"].as_f64().expect("rate") > 0.0);
+    let bad = run(&["generate", "--model", m, "--prompt", "x", "--kv-cache-dtype", "fp8"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("kv-cache-dtype"), "{}", stderr(&bad));
 }
 
 /// A copy of the tiny fixture with every tensor stored as BF16 (rounded to nearest even).

@@ -316,11 +316,6 @@ impl ModelConfig {
             }
         }
     }
-
-    /// f32 K and V bytes one token takes in the cache, over all layers.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * 4
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Paged KV cache storage (CPU): per layer, K and V in the block layout of
-//! `keel_kernels::attention` (K transposed within a block), f32.
+//! `keel_kernels::attention` (K transposed within a block), in f32 (exact, the default) or
+//! BF16 (`KvCacheDtype::Bf16`: half the bytes per token, so twice the tokens in a budget and
+//! half attention's reads; K and V are rounded to BF16 when written, so not exact).
 //!
 //! A token's *slot* is `block_id * block_size + offset`; which blocks a sequence owns is
 //! the scheduler's business (block tables), this type only stores and hands out views.
@@ -14,31 +16,73 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use keel_kernels::attention::{layer_len, write_kv, PagedKv};
+use keel_kernels::attention::{layer_len, paged_attention, write_kv, AttnSeq, KvElem, PagedKv};
 use memmap2::MmapMut;
+use std::any::TypeId;
 
 /// Tokens per block (vLLM's default; DESIGN.md fixes it).
 pub const BLOCK_SIZE: usize = keel_kernels::attention::BLOCK;
 
+/// What the cache stores K and V as (vLLM's `--kv-cache-dtype`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvCacheDtype {
+    /// Exact: the values attention computed with.
+    #[default]
+    F32,
+    /// Rounded to BF16 (nearest even): half the memory, not exact.
+    Bf16,
+}
+
+impl KvCacheDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvCacheDtype::F32 => 4,
+            KvCacheDtype::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCacheDtype::F32 => "f32",
+            KvCacheDtype::Bf16 => "bf16",
+        }
+    }
+
+    /// Whether `E` is this dtype's element type.
+    fn stores<E: KvElem>(self) -> bool {
+        TypeId::of::<E>()
+            == match self {
+                KvCacheDtype::F32 => TypeId::of::<f32>(),
+                KvCacheDtype::Bf16 => TypeId::of::<half::bf16>(),
+            }
+    }
+}
+
 pub struct KvCache {
     pub block_size: usize,
     pub num_blocks: usize,
+    pub dtype: KvCacheDtype,
     num_kv_heads: usize,
     head_dim: usize,
-    /// f32 elements of one layer's K (and of its V).
+    /// Elements of one layer's K (and of its V).
     per_layer: usize,
     /// Layer `l`'s K at elements `2l * per_layer..`, its V right after.
     mem: MmapMut,
 }
 
 impl KvCache {
+    /// An f32 cache of `num_blocks` blocks.
     pub fn new(cfg: &ModelConfig, num_blocks: usize) -> Result<KvCache> {
+        Self::with_dtype(cfg, num_blocks, KvCacheDtype::F32)
+    }
+
+    pub fn with_dtype(cfg: &ModelConfig, num_blocks: usize, dtype: KvCacheDtype) -> Result<KvCache> {
         if num_blocks == 0 {
             return Err(Error::OutOfCache("the KV cache needs at least one block".into()));
         }
         let bytes = num_blocks
             .checked_mul(BLOCK_SIZE * cfg.num_kv_heads * cfg.head_dim)
-            .and_then(|n| n.checked_mul(2 * cfg.num_layers * std::mem::size_of::<f32>()))
+            .and_then(|n| n.checked_mul(2 * cfg.num_layers * dtype.bytes()))
             .ok_or_else(|| Error::OutOfCache(format!("{num_blocks} blocks overflow")))?;
         let per_layer = layer_len(num_blocks, cfg.num_kv_heads, cfg.head_dim);
         // One mapping for the whole budget: a budget the machine cannot back fails here, at
@@ -52,6 +96,7 @@ impl KvCache {
         Ok(KvCache {
             block_size: BLOCK_SIZE,
             num_blocks,
+            dtype,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
             per_layer,
@@ -59,30 +104,22 @@ impl KvCache {
         })
     }
 
-    /// Layer `layer`'s K and V.
-    fn kv(&self, layer: usize) -> (&[f32], &[f32]) {
-        let (k, v) = self.floats()[2 * layer * self.per_layer..][..2 * self.per_layer].split_at(self.per_layer);
-        (k, v)
+    /// The whole mapping as elements of `E`, the cache's element type.
+    fn elems<E: KvElem>(&self) -> &[E] {
+        assert!(self.dtype.stores::<E>(), "a {} KV cache read as another type", self.dtype.name());
+        // SAFETY: the mapping is page-aligned, holds `2 * num_layers * per_layer` elements
+        // of the cache's type (checked above: f32 or BF16), and any bit pattern is one.
+        unsafe { std::slice::from_raw_parts(self.mem.as_ptr() as *const E, self.mem.len() / size_of::<E>()) }
     }
 
-    fn floats(&self) -> &[f32] {
-        // SAFETY: the mapping is page-aligned, holds `2 * num_layers * per_layer` f32 and
-        // any bit pattern is an f32.
-        unsafe { std::slice::from_raw_parts(self.mem.as_ptr() as *const f32, self.mem.len() / 4) }
+    fn elems_mut<E: KvElem>(&mut self) -> &mut [E] {
+        assert!(self.dtype.stores::<E>(), "a {} KV cache written as another type", self.dtype.name());
+        // SAFETY: as `elems`, uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut E, self.mem.len() / size_of::<E>()) }
     }
 
-    fn floats_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as `floats`, uniquely borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.mem.as_mut_ptr() as *mut f32, self.mem.len() / 4) }
-    }
-
-    /// As many blocks as fit in `bytes` (at least one).
-    pub fn with_memory_budget(cfg: &ModelConfig, bytes: usize) -> Result<KvCache> {
-        Self::new(cfg, (bytes / Self::bytes_per_block(cfg)).max(1))
-    }
-
-    pub fn bytes_per_block(cfg: &ModelConfig) -> usize {
-        BLOCK_SIZE * cfg.kv_bytes_per_token()
+    pub fn bytes_per_block(cfg: &ModelConfig, dtype: KvCacheDtype) -> usize {
+        BLOCK_SIZE * 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * dtype.bytes()
     }
 
     pub fn num_slots(&self) -> usize {
@@ -91,14 +128,30 @@ impl KvCache {
 
     /// Stores one token's K and V (`[num_kv_heads * head_dim]` each) of `layer` at `slot`.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
+        match self.dtype {
+            KvCacheDtype::F32 => self.write_as::<f32>(layer, slot, k, v),
+            KvCacheDtype::Bf16 => self.write_as::<half::bf16>(layer, slot, k, v),
+        }
+    }
+
+    fn write_as<E: KvElem>(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
         let (n, heads, hd) = (self.per_layer, self.num_kv_heads, self.head_dim);
-        let (kc, vc) = self.floats_mut()[2 * layer * n..][..2 * n].split_at_mut(n);
+        let (kc, vc) = self.elems_mut::<E>()[2 * layer * n..][..2 * n].split_at_mut(n);
         write_kv(kc, vc, slot, k, v, heads, hd);
     }
 
-    pub fn layer(&self, layer: usize) -> PagedKv<'_> {
-        let (k, v) = self.kv(layer);
+    /// Layer `layer`'s K and V as `E` (panics unless `E` is the cache's element type).
+    pub fn layer<E: KvElem>(&self, layer: usize) -> PagedKv<'_, E> {
+        let (k, v) = self.elems::<E>()[2 * layer * self.per_layer..][..2 * self.per_layer].split_at(self.per_layer);
         PagedKv { k, v, n_kv_heads: self.num_kv_heads, head_dim: self.head_dim }
+    }
+
+    /// `keel_kernels::attention::paged_attention` over layer `layer`, whatever the dtype.
+    pub fn attention(&self, layer: usize, q: &[f32], seqs: &[AttnSeq], n_heads: usize, scale: f32, out: &mut [f32]) {
+        match self.dtype {
+            KvCacheDtype::F32 => paged_attention(q, seqs, &self.layer::<f32>(layer), n_heads, scale, out),
+            KvCacheDtype::Bf16 => paged_attention(q, seqs, &self.layer::<half::bf16>(layer), n_heads, scale, out),
+        }
     }
 }
 
@@ -143,7 +196,7 @@ mod tests {
             }
         }
         for l in 0..c.num_layers {
-            let p = kv.layer(l);
+            let p = kv.layer::<f32>(l);
             let mut k_seen: Vec<f32> = p.k.to_vec();
             let mut v_seen: Vec<f32> = p.v.to_vec();
             let mut k_want: Vec<f32> =

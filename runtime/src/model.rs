@@ -21,7 +21,7 @@ use crate::tensor::Tensor;
 use crate::weights::ModelWeights;
 use keel_kernels::activation::silu_mul;
 use keel_kernels::aligned::AlignedBuf;
-use keel_kernels::attention::{paged_attention, AttnSeq};
+use keel_kernels::attention::AttnSeq;
 use keel_kernels::matmul::{matmul, matmul_many, WeightMatrix};
 use keel_kernels::norm::rms_norm;
 use keel_kernels::rope::{apply_rope, rope_cos_sin};
@@ -173,7 +173,7 @@ impl Model {
                     &ws.v[t * kv_w..(t + 1) * kv_w],
                 );
             }
-            paged_attention(&ws.q, &seqs, &kv.layer(l), nh, scale, &mut ws.attn);
+            kv.attention(l, &ws.q, &seqs, nh, scale, &mut ws.attn);
             linear(&lw.wo, None, &ws.attn, &mut ws.proj)?; // [n, hidden]
             for (xi, oi) in ws.x.iter_mut().zip(ws.proj.iter()) {
                 *xi += oi;

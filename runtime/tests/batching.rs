@@ -2,14 +2,15 @@
 //!
 //! * Batch invariance: a request's greedy (and seeded sampled) completion is bit-identical
 //!   whether it runs alone or with 63 others of mixed lengths, arriving at different
-//!   steps, with chunked prefill and with preemption forced by a tiny KV pool.
+//!   steps, with chunked prefill and with preemption forced by a tiny KV pool; with the
+//!   f32 KV cache and with the BF16 one.
 //! * Prefix caching: a repeated long prompt computes only its uncached tail and gives the
 //!   same output.
 
 mod common;
 
 use keel_runtime::engine::{Completion, Engine, EngineConfig, GenerationRequest};
-use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
+use keel_runtime::kv_cache::{KvCache, KvCacheDtype, BLOCK_SIZE};
 use keel_runtime::loader;
 use keel_runtime::sampling::SamplingParams;
 use std::path::Path;
@@ -46,9 +47,9 @@ fn params(i: usize, max_tokens: usize) -> SamplingParams {
     }
 }
 
-fn alone(path: &Path, reqs: &[GenerationRequest]) -> Vec<Completion> {
-    let engine =
-        common::engine(loader::load(path).expect("load"), EngineConfig { max_num_seqs: 1, ..EngineConfig::default() });
+fn alone(path: &Path, reqs: &[GenerationRequest], kv_cache_dtype: KvCacheDtype) -> Vec<Completion> {
+    let cfg = EngineConfig { max_num_seqs: 1, kv_cache_dtype, ..EngineConfig::default() };
+    let engine = common::engine(loader::load(path).expect("load"), cfg);
     reqs.iter()
         .map(|r| engine.handle.submit(r.clone()).expect("submit").collect_blocking(&mut |_| {}).expect("done"))
         .collect()
@@ -56,14 +57,21 @@ fn alone(path: &Path, reqs: &[GenerationRequest]) -> Vec<Completion> {
 
 /// All requests through one engine with a small step budget and a pool of `pool_tokens`
 /// slots, submitted in waves: each wave after the previous one has produced tokens.
-fn together(path: &Path, reqs: &[GenerationRequest], budget: usize, pool_tokens: usize) -> (Vec<Completion>, u64) {
+fn together(
+    path: &Path,
+    reqs: &[GenerationRequest],
+    budget: usize,
+    pool_tokens: usize,
+    kv_cache_dtype: KvCacheDtype,
+) -> (Vec<Completion>, u64) {
     let loaded = loader::load(path).expect("load");
-    let bytes = pool_tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(&loaded.model.config);
+    let bytes = pool_tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(&loaded.model.config, kv_cache_dtype);
     let cfg = EngineConfig {
         max_num_seqs: 64,
         max_num_batched_tokens: budget,
         kv_cache_bytes: Some(bytes),
         enable_prefix_caching: true,
+        kv_cache_dtype,
         queue_capacity: 256,
     };
     let engine: Engine = common::engine(loaded, cfg);
@@ -83,14 +91,26 @@ fn together(path: &Path, reqs: &[GenerationRequest], budget: usize, pool_tokens:
 }
 
 fn check_invariance(path: &Path, n: usize, max_prompt: usize, max_tokens: usize, budget: usize, pool_tokens: usize) {
+    check_invariance_with(path, n, max_prompt, max_tokens, budget, pool_tokens, KvCacheDtype::F32)
+}
+
+fn check_invariance_with(
+    path: &Path,
+    n: usize,
+    max_prompt: usize,
+    max_tokens: usize,
+    budget: usize,
+    pool_tokens: usize,
+    dtype: KvCacheDtype,
+) {
     let vocab = loader::load_model(path).expect("load").config.vocab_size;
     let reqs: Vec<GenerationRequest> = prompts(n, max_prompt, vocab, 42)
         .into_iter()
         .enumerate()
         .map(|(i, p)| GenerationRequest { prompt_ids: p, params: params(i, max_tokens), priority: 0 })
         .collect();
-    let want = alone(path, &reqs);
-    let (got, preemptions) = together(path, &reqs, budget, pool_tokens);
+    let want = alone(path, &reqs, dtype);
+    let (got, preemptions) = together(path, &reqs, budget, pool_tokens, dtype);
     assert!(preemptions > 0, "the pool was meant to force preemption");
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         assert_eq!(
@@ -108,6 +128,12 @@ fn check_invariance(path: &Path, n: usize, max_prompt: usize, max_tokens: usize,
 fn tiny_llama_batch_invariance_with_chunking_and_preemption() {
     let p = common::fixtures().join("tiny/llama_gqa_tied");
     check_invariance(&p, 64, 120, 24, 64, 900);
+}
+
+#[test]
+fn tiny_llama_batch_invariance_with_a_bf16_kv_cache() {
+    let p = common::fixtures().join("tiny/llama_gqa_tied");
+    check_invariance_with(&p, 64, 120, 24, 64, 900, KvCacheDtype::Bf16);
 }
 
 #[test]

@@ -92,9 +92,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     // One request: a batch of one, with just the cache it needs.
     let cfg = &loaded.model.config;
     let tokens = (prompt_ids.len() + params.max_tokens).min(cfg.max_position_embeddings);
+    let kv_dtype = a.kernels.kv_cache_dtype();
     let engine_cfg = EngineConfig {
         max_num_seqs: 1,
-        kv_cache_bytes: Some(tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(cfg)),
+        kv_cache_bytes: Some(tokens.div_ceil(BLOCK_SIZE) * KvCache::bytes_per_block(cfg, kv_dtype)),
+        kv_cache_dtype: kv_dtype,
         ..EngineConfig::default()
     };
     let name = loaded.name.clone();

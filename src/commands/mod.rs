@@ -13,6 +13,7 @@ use crate::model_ref::Target;
 use crate::model_store::BadModelArg;
 use anyhow::{Context, Result};
 use keel_kernels::matmul::Precision;
+use keel_runtime::kv_cache::KvCacheDtype;
 use keel_runtime::loader::LoadedModel;
 
 /// 2 for the caller's mistakes (bad path, bad value), 1 for failures of keel or the system.
@@ -106,6 +107,18 @@ pub struct KernelArgs {
     /// where the CPU has them: faster prefill and batched decode, not exact.
     #[arg(long, value_enum, default_value = "highest")]
     pub matmul_precision: MatmulPrecision,
+    /// What the KV cache stores: `f32` (exact, the default) or `bf16` (half the memory per
+    /// token and half attention's reads; K and V rounded to BF16, not exact).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub kv_cache_dtype: KvDtype,
+}
+
+/// `--kv-cache-dtype`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvDtype {
+    #[default]
+    F32,
+    Bf16,
 }
 
 /// `--matmul-precision` (PyTorch's `set_float32_matmul_precision` names).
@@ -117,6 +130,13 @@ pub enum MatmulPrecision {
 }
 
 impl KernelArgs {
+    pub fn kv_cache_dtype(&self) -> KvCacheDtype {
+        match self.kv_cache_dtype {
+            KvDtype::F32 => KvCacheDtype::F32,
+            KvDtype::Bf16 => KvCacheDtype::Bf16,
+        }
+    }
+
     /// Sets the kernels' thread count and matmul precision for this process.
     pub fn apply(&self) -> Result<()> {
         set_threads(self.threads)?;
@@ -135,13 +155,17 @@ impl KernelArgs {
     }
 }
 
-/// How the kernels run, for bench headers: `SIMD avx512` (`, matmul precision medium`).
-pub fn kernels_description() -> String {
-    let simd = keel_kernels::simd_level().name();
-    match keel_kernels::matmul::precision() {
-        Precision::Highest => format!("SIMD {simd}"),
-        Precision::Medium => format!("SIMD {simd}, matmul precision medium"),
+/// How the kernels run, for bench headers: `SIMD avx512` (`, matmul precision medium`)
+/// (`, KV cache bf16`): what is in effect, defaults left out.
+pub fn kernels_description(kv: KvCacheDtype) -> String {
+    let mut d = format!("SIMD {}", keel_kernels::simd_level().name());
+    if keel_kernels::matmul::precision() == Precision::Medium {
+        d += ", matmul precision medium";
     }
+    if kv != KvCacheDtype::F32 {
+        d += &format!(", KV cache {}", kv.name());
+    }
+    d
 }
 
 /// Sets the kernels' thread count (default: one per CPU).

@@ -163,7 +163,8 @@ pub fn run(a: ServeArgs, version: &str) -> Result<()> {
     if a.request_timeout == 0 {
         return Err(UsageError("--request-timeout must be at least 1 second".into()).into());
     }
-    let engine_config = a.engine.resolve(EngineConfig::default())?;
+    let engine_config =
+        a.engine.resolve(EngineConfig { kv_cache_dtype: a.kernels.kv_cache_dtype(), ..EngineConfig::default() })?;
     if !(a.alias_poll.is_finite() && a.alias_poll >= 0.05) {
         return Err(UsageError("--alias-poll must be at least 0.05 seconds".into()).into());
     }

@@ -21,7 +21,7 @@ pub use request_state::check_request;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::kv_cache::{KvCache, BLOCK_SIZE};
+use crate::kv_cache::{KvCache, KvCacheDtype, BLOCK_SIZE};
 use crate::model::Model;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
@@ -41,6 +41,8 @@ pub struct EngineConfig {
     /// Bytes of KV cache; `None` = enough for `max_num_seqs` full contexts, capped at 1 GiB.
     pub kv_cache_bytes: Option<usize>,
     pub enable_prefix_caching: bool,
+    /// What the KV cache stores (f32 = exact).
+    pub kv_cache_dtype: KvCacheDtype,
     /// Requests that may wait in the submission channel.
     pub queue_capacity: usize,
 }
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             max_num_batched_tokens: 512,
             kv_cache_bytes: None,
             enable_prefix_caching: true,
+            kv_cache_dtype: KvCacheDtype::F32,
             queue_capacity: 1024,
         }
     }
@@ -76,7 +79,7 @@ impl EngineConfig {
 
     /// KV-cache blocks for `cfg` under this configuration.
     pub fn num_blocks(&self, cfg: &ModelConfig) -> usize {
-        let per_block = KvCache::bytes_per_block(cfg);
+        let per_block = KvCache::bytes_per_block(cfg, self.kv_cache_dtype);
         let bytes = self.kv_cache_bytes.unwrap_or_else(|| {
             let want = self.max_num_seqs.saturating_mul(cfg.max_position_embeddings).div_ceil(BLOCK_SIZE) * per_block;
             want.min(1 << 30)
@@ -301,7 +304,7 @@ impl Engine {
     pub fn start(model: Model, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let num_blocks = config.num_blocks(&model.config);
-        let kv = KvCache::new(&model.config, num_blocks)?;
+        let kv = KvCache::with_dtype(&model.config, num_blocks, config.kv_cache_dtype)?;
         let (tx, rx) = sync_channel(config.queue_capacity);
         let metrics = Arc::new(EngineMetrics::new(num_blocks));
         let handle = EngineHandle {

@@ -222,6 +222,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
             max_num_batched_tokens: 2048,
             kv_cache_bytes: None,
             enable_prefix_caching: !a.engine.no_prefix_caching,
+            kv_cache_dtype: a.kernels.kv_cache_dtype(),
             queue_capacity: 1,
         };
         let mut cfg = a.engine.config(defaults, &loaded.model.config)?;

@@ -14,6 +14,7 @@ use crate::commands::{kernels_description, load_model, KernelArgs, UsageError};
 use anyhow::Result;
 use clap::Args;
 use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest, RequestStream, TokenEvent};
+use keel_runtime::kv_cache::KvCache;
 use keel_runtime::sampling::SamplingParams;
 use serde_json::json;
 use std::sync::Arc;
@@ -76,12 +77,14 @@ pub fn run(a: OfflineArgs) -> Result<()> {
     // Whole blocks per sequence (a sequence never shares its last, partial block), + 1/8.
     let bs = keel_runtime::kv_cache::BLOCK_SIZE;
     let blocks_per_seq = (a.input_len + a.output_len).div_ceil(bs);
-    let kv_default = (concurrency * blocks_per_seq * 9).div_ceil(8) * bs * cfg.kv_bytes_per_token();
+    let kv_dtype = a.kernels.kv_cache_dtype();
+    let kv_default = (concurrency * blocks_per_seq * 9).div_ceil(8) * KvCache::bytes_per_block(&cfg, kv_dtype);
     let defaults = EngineConfig {
         max_num_seqs: concurrency,
         max_num_batched_tokens: 2048,
         kv_cache_bytes: Some(kv_default),
         enable_prefix_caching: !a.engine.no_prefix_caching,
+        kv_cache_dtype: kv_dtype,
         queue_capacity: a.num_prompts + 1,
     };
     let engine_cfg = a.engine.config(defaults, &cfg)?;
@@ -160,6 +163,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         "threads": keel_kernels::parallel::num_threads(),
         "simd": keel_kernels::simd_level().name(),
         "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
+        "kv_cache_dtype": kv_dtype.name(),
         "num_prompts": a.num_prompts,
         "input_len": a.input_len,
         "output_len": a.output_len,
@@ -194,7 +198,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
             a.input_len,
             a.output_len,
             keel_kernels::parallel::num_threads(),
-            kernels_description()
+            kernels_description(kv_dtype)
         );
         println!("  wall {wall:.2} s, {} steps, {} preemptions", m.steps, m.preemptions);
         println!(

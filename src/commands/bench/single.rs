@@ -41,27 +41,28 @@ pub struct SingleArgs {
     json: bool,
 }
 
-fn prefill_once(model: &Model, ids: &[u32]) -> Result<f64> {
-    let mut kv = KvCache::new(&model.config, ids.len().div_ceil(BLOCK_SIZE))?;
+/// One prefill of `ids` into `kv` (made once per test and overwritten by each run, as
+/// llama-bench reuses its context: a fresh mapping would put its page faults in the time).
+fn prefill_once(model: &Model, kv: &mut KvCache, ids: &[u32]) -> Result<f64> {
     let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
     let t = Instant::now();
     for start in (0..ids.len()).step_by(PREFILL_CHUNK) {
         let end = (start + PREFILL_CHUNK).min(ids.len());
         let mut b = ForwardBatch::default();
         b.push_seq(&ids[start..end], start, &table, BLOCK_SIZE, end == ids.len());
-        model.forward(&b, &mut kv)?;
+        model.forward(&b, kv)?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn decode_once(model: &Model, ids: &[u32]) -> Result<f64> {
-    let mut kv = KvCache::new(&model.config, ids.len().div_ceil(BLOCK_SIZE))?;
+/// `ids` decoded one token per forward pass into `kv` (as `prefill_once`).
+fn decode_once(model: &Model, kv: &mut KvCache, ids: &[u32]) -> Result<f64> {
     let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
     let t = Instant::now();
     for (pos, id) in ids.iter().enumerate() {
         let mut b = ForwardBatch::default();
         b.push_seq(&[*id], pos, &table, BLOCK_SIZE, true);
-        model.forward(&b, &mut kv)?;
+        model.forward(&b, kv)?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -91,15 +92,18 @@ pub fn run(a: SingleArgs) -> Result<()> {
     }
     let vocab = model.config.vocab_size;
     let mut results = serde_json::Map::new();
-    let mut report = |label: &str, n: usize, f: &dyn Fn(&[u32]) -> Result<f64>| -> Result<Option<f64>> {
+    let kv_dtype = a.kernels.kv_cache_dtype();
+    type Run<'m> = dyn Fn(&mut KvCache, &[u32]) -> Result<f64> + 'm;
+    let mut report = |label: &str, n: usize, f: &Run| -> Result<Option<f64>> {
         if n == 0 {
             return Ok(None);
         }
         let ids = super::random_tokens(n, vocab, 0);
-        f(&ids)?; // warm-up
+        let mut kv = KvCache::with_dtype(&model.config, n.div_ceil(BLOCK_SIZE), kv_dtype)?;
+        f(&mut kv, &ids)?; // warm-up
         let mut rates: Vec<f64> = Vec::with_capacity(a.repetitions);
         for _ in 0..a.repetitions {
-            rates.push(n as f64 / f(&ids)?);
+            rates.push(n as f64 / f(&mut kv, &ids)?);
         }
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
         let sd = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
@@ -120,11 +124,11 @@ pub fn run(a: SingleArgs) -> Result<()> {
             model.weights.embed.dtype,
             model.weights.num_parameters() as f64 / 1e6,
             keel_kernels::parallel::num_threads(),
-            kernels_description()
+            kernels_description(kv_dtype)
         );
     }
-    let pp = report("prefill", a.n_prompt, &|ids| prefill_once(model, ids))?;
-    let tg = report("decode", a.n_gen, &|ids| decode_once(model, ids))?;
+    let pp = report("prefill", a.n_prompt, &|kv, ids| prefill_once(model, kv, ids))?;
+    let tg = report("decode", a.n_gen, &|kv, ids| decode_once(model, kv, ids))?;
     if a.json {
         let mut obj = json!({
             "model": loaded.name,
@@ -132,7 +136,7 @@ pub fn run(a: SingleArgs) -> Result<()> {
             "threads": keel_kernels::parallel::num_threads(),
             "simd": keel_kernels::simd_level().name(),
             "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
-        "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
+            "kv_cache_dtype": kv_dtype.name(),
             "n_prompt": a.n_prompt,
             "n_gen": a.n_gen,
             "repetitions": a.repetitions,
