@@ -146,7 +146,7 @@ fn bench_json_reports_both_rates() {
 }
 
 #[test]
-fn kv_cache_dtype_bf16_runs_and_says_so() {
+fn kv_cache_dtype_runs_and_says_so() {
     let m = tiny();
     let m = m.to_str().expect("utf8");
     let g = run(&[
@@ -188,6 +188,10 @@ fn kv_cache_dtype_bf16_runs_and_says_so() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     assert_eq!(v["kv_cache_dtype"], "bf16");
     assert!(v["output_tokens_per_s"].as_f64().expect("rate") > 0.0);
+    let f = run(&["bench", "--model", m, "-p", "20", "-n", "4", "-r", "1", "--json", "--kv-cache-dtype", "f16"]);
+    assert!(f.status.success(), "{}", stderr(&f));
+    let v: Value = serde_json::from_slice(&f.stdout).expect("one JSON object");
+    assert_eq!(v["kv_cache_dtype"], "f16");
     let bad = run(&["generate", "--model", m, "--prompt", "x", "--kv-cache-dtype", "fp8"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("kv-cache-dtype"), "{}", stderr(&bad));

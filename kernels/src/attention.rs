@@ -1,8 +1,8 @@
 //! Causal multi-head attention over a paged KV cache (CPU), and the cache's layout.
 //!
-//! Elements are f32 (the default: exact) or BF16 (`--kv-cache-dtype bf16`: half the bytes,
-//! K and V rounded to nearest even when written, widened exactly when read; the arithmetic
-//! is the f32 path's on the rounded values). See `KvElem`.
+//! Elements are f32 (the default: exact), or F16 / BF16 (`--kv-cache-dtype f16|bf16`: half
+//! the bytes, K and V rounded to nearest even when written, widened exactly when read; the
+//! arithmetic is the f32 path's on the rounded values). See `KvElem`.
 //!
 //! Layout per layer and block (`block_size` = 16 positions):
 //! * K: `[num_blocks, n_kv_heads, head_dim, block_size]` — transposed, so the 16
@@ -73,6 +73,24 @@ impl KvElem for half::bf16 {
         use std::arch::x86_64::*;
         let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+    }
+}
+
+/// F16 (llama.cpp's default cache type), rounded to nearest even; beyond ±65504 it
+/// saturates there rather than becoming infinite (an infinite K would turn scores into NaN).
+impl KvElem for half::f16 {
+    fn from_f32(x: f32) -> half::f16 {
+        half::f16::from_f32(x.clamp(-65504.0, 65504.0))
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load16(p: *const half::f16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
     }
 }
 
@@ -612,24 +630,23 @@ mod tests {
         }
     }
 
-    /// A BF16 cache gives, at every level, the bits of an f32 cache holding the
-    /// BF16-rounded K and V, so what `check` shows for f32 (paged = dense, batch
-    /// invariance) carries over; and it stays within BF16's rounding of the exact result.
-    #[test]
-    fn bf16_cache_is_the_f32_path_on_rounded_values() {
-        use half::bf16;
+    /// A half-width cache (F16, BF16) gives, at every level, the bits of an f32 cache
+    /// holding the rounded K and V, so what `check` shows for f32 (paged = dense, batch
+    /// invariance) carries over; and it stays within its rounding of the exact result.
+    fn half_cache_is_the_f32_path_on_rounded_values<E: KvElem>(bound: f32) {
         for (nh, nkv, hd) in [(6, 2, 16), (9, 3, 64), (4, 4, 8)] {
             let mut rng = Lcg(5 + hd as u64);
             let (table, ctx, ql, nb) = ([3u32, 0, 5], 40usize, 4usize, 6usize);
-            let (mut kb, mut vb) = (vec![bf16::ZERO; layer_len(nb, nkv, hd)], vec![bf16::ZERO; layer_len(nb, nkv, hd)]);
-            let (mut kr, mut vr) = (vec![0f32; kb.len()], vec![0f32; kb.len()]);
-            let (mut ke, mut ve) = (vec![0f32; kb.len()], vec![0f32; kb.len()]);
-            let round = |x: &[f32]| x.iter().map(|x| bf16::from_f32(*x).to_f32()).collect::<Vec<_>>();
+            let (mut kh, mut vh) =
+                (vec![E::default(); layer_len(nb, nkv, hd)], vec![E::default(); layer_len(nb, nkv, hd)]);
+            let (mut kr, mut vr) = (vec![0f32; kh.len()], vec![0f32; kh.len()]);
+            let (mut ke, mut ve) = (vec![0f32; kh.len()], vec![0f32; kh.len()]);
+            let round = |x: &[f32]| x.iter().map(|x| E::from_f32(*x).to_f32()).collect::<Vec<_>>();
             for p in 0..ctx {
                 let k: Vec<f32> = (0..nkv * hd).map(|_| rng.normal()).collect();
                 let v: Vec<f32> = (0..nkv * hd).map(|_| rng.normal()).collect();
                 let slot = table[p / BLOCK] as usize * BLOCK + p % BLOCK;
-                write_kv(&mut kb, &mut vb, slot, &k, &v, nkv, hd);
+                write_kv(&mut kh, &mut vh, slot, &k, &v, nkv, hd);
                 write_kv(&mut kr, &mut vr, slot, &round(&k), &round(&v), nkv, hd);
                 write_kv(&mut ke, &mut ve, slot, &k, &v, nkv, hd);
             }
@@ -642,12 +659,12 @@ mod tests {
                     kv(&mut out);
                     out
                 };
-                let b = run(&|o| {
+                let h = run(&|o| {
                     paged_attention_at(
                         level,
                         &q,
                         &seqs,
-                        &PagedKv { k: &kb, v: &vb, n_kv_heads: nkv, head_dim: hd },
+                        &PagedKv { k: &kh, v: &vh, n_kv_heads: nkv, head_dim: hd },
                         nh,
                         scale,
                         o,
@@ -676,14 +693,32 @@ mod tests {
                     )
                 });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&b), bits(&r), "{} hd={hd}: BF16 cache != f32 cache of rounded values", level.name());
-                assert_ne!(bits(&b), bits(&e), "{} hd={hd}: the BF16 cache did not round", level.name());
-                // Outputs are convex mixes of unit-normal V rows: BF16's 2^-9 relative
-                // rounding of K (through the scores) and V moves them by well under 0.05.
-                let worst = b.iter().zip(&e).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-                assert!(worst < 0.05, "{} hd={hd}: BF16 cache moved an output by {worst}", level.name());
+                assert_eq!(bits(&h), bits(&r), "{} hd={hd}: half cache != f32 cache of rounded values", level.name());
+                assert_ne!(bits(&h), bits(&e), "{} hd={hd}: the half cache did not round", level.name());
+                let worst = h.iter().zip(&e).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < bound, "{} hd={hd}: the half cache moved an output by {worst}", level.name());
             }
         }
+    }
+
+    /// Outputs are convex mixes of unit-normal V rows: BF16's 2^-9 relative rounding of K
+    /// (through the scores) and V moves them by well under 0.05, F16's 2^-12 by under 0.01.
+    #[test]
+    fn bf16_cache_is_the_f32_path_on_rounded_values() {
+        half_cache_is_the_f32_path_on_rounded_values::<half::bf16>(0.05);
+    }
+
+    #[test]
+    fn f16_cache_is_the_f32_path_on_rounded_values() {
+        half_cache_is_the_f32_path_on_rounded_values::<half::f16>(0.01);
+    }
+
+    #[test]
+    fn f16_saturates_instead_of_overflowing() {
+        for (x, want) in [(1e6f32, 65504f32), (-7e4, -65504.0), (65504.0, 65504.0), (1.5, 1.5)] {
+            assert_eq!(<half::f16 as KvElem>::from_f32(x).to_f32(), want, "{x}");
+        }
+        assert!(<half::f16 as KvElem>::from_f32(f32::NAN).to_f32().is_nan());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Paged KV cache storage (CPU): per layer, K and V in the block layout of
 //! `keel_kernels::attention` (K transposed within a block), in f32 (exact, the default) or
-//! BF16 (`KvCacheDtype::Bf16`: half the bytes per token, so twice the tokens in a budget and
-//! half attention's reads; K and V are rounded to BF16 when written, so not exact).
+//! F16 / BF16 (half the bytes per token, so twice the tokens in a budget and half attention's
+//! reads; K and V are rounded when written, so not exact; F16 is llama.cpp's default).
 //!
 //! A token's *slot* is `block_id * block_size + offset`; which blocks a sequence owns is
 //! the scheduler's business (block tables), this type only stores and hands out views.
@@ -29,6 +29,8 @@ pub enum KvCacheDtype {
     /// Exact: the values attention computed with.
     #[default]
     F32,
+    /// Rounded to F16 (nearest even, saturating at ±65504): half the memory, not exact.
+    F16,
     /// Rounded to BF16 (nearest even): half the memory, not exact.
     Bf16,
 }
@@ -37,13 +39,14 @@ impl KvCacheDtype {
     pub fn bytes(self) -> usize {
         match self {
             KvCacheDtype::F32 => 4,
-            KvCacheDtype::Bf16 => 2,
+            KvCacheDtype::F16 | KvCacheDtype::Bf16 => 2,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             KvCacheDtype::F32 => "f32",
+            KvCacheDtype::F16 => "f16",
             KvCacheDtype::Bf16 => "bf16",
         }
     }
@@ -53,6 +56,7 @@ impl KvCacheDtype {
         TypeId::of::<E>()
             == match self {
                 KvCacheDtype::F32 => TypeId::of::<f32>(),
+                KvCacheDtype::F16 => TypeId::of::<half::f16>(),
                 KvCacheDtype::Bf16 => TypeId::of::<half::bf16>(),
             }
     }
@@ -130,6 +134,7 @@ impl KvCache {
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
         match self.dtype {
             KvCacheDtype::F32 => self.write_as::<f32>(layer, slot, k, v),
+            KvCacheDtype::F16 => self.write_as::<half::f16>(layer, slot, k, v),
             KvCacheDtype::Bf16 => self.write_as::<half::bf16>(layer, slot, k, v),
         }
     }
@@ -150,6 +155,7 @@ impl KvCache {
     pub fn attention(&self, layer: usize, q: &[f32], seqs: &[AttnSeq], n_heads: usize, scale: f32, out: &mut [f32]) {
         match self.dtype {
             KvCacheDtype::F32 => paged_attention(q, seqs, &self.layer::<f32>(layer), n_heads, scale, out),
+            KvCacheDtype::F16 => paged_attention(q, seqs, &self.layer::<half::f16>(layer), n_heads, scale, out),
             KvCacheDtype::Bf16 => paged_attention(q, seqs, &self.layer::<half::bf16>(layer), n_heads, scale, out),
         }
     }

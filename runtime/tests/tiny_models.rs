@@ -156,11 +156,10 @@ fixture_tests! {
     llama_gguf_k: false;
 }
 
-/// The opt-in BF16 KV cache: logits stay near HF's (K and V carry BF16's 2^-9 relative
-/// rounding), the cache does round (they are not the f32 cache's), and a batched prefill
-/// and one-token steps still give the same bits.
-#[test]
-fn bf16_kv_cache_stays_near_the_reference() {
+/// The opt-in half-width KV caches: logits stay near HF's (K and V carry F16's 2^-12 or
+/// BF16's 2^-9 relative rounding), the cache does round (they are not the f32 cache's), and
+/// a batched prefill and one-token steps still give the same bits.
+fn half_kv_cache_stays_near_the_reference(dtype: KvCacheDtype, bound: f32) {
     let name = "llama_gqa_tied";
     let r = reference(name);
     let model = loader::load_model(&fixtures().join(name)).expect("load");
@@ -174,18 +173,28 @@ fn bf16_kv_cache_stays_near_the_reference() {
             .iter()
             .flat_map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32))
             .collect();
-        let got = prefill_logits_with(&model, &tokens, KvCacheDtype::Bf16);
+        let got = prefill_logits_with(&model, &tokens, dtype);
         let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff <= BF16_KV_LOGIT_BOUND, "input {i}: max |Δlogit| = {max_diff}");
-        assert_ne!(got, prefill_logits(&model, &tokens), "input {i}: the BF16 cache gave the f32 cache's logits");
-        let step = stepwise_logits_with(&model, &tokens, KvCacheDtype::Bf16);
-        assert!(step == got, "input {i}: one-token steps differ from the batched prefill");
+        assert!(max_diff <= bound, "{dtype:?} input {i}: max |Δlogit| = {max_diff}");
+        assert_ne!(got, prefill_logits(&model, &tokens), "{dtype:?} input {i}: the f32 cache's logits");
+        let step = stepwise_logits_with(&model, &tokens, dtype);
+        assert!(step == got, "{dtype:?} input {i}: one-token steps differ from the batched prefill");
     }
 }
 
-/// Max |Δlogit| with a BF16 cache on llama_gqa_tied's three inputs measured 0.019, 0.038
-/// and 0.008 (against 1e-4 for the f32 cache); the bound leaves 2.6x over the worst.
-const BF16_KV_LOGIT_BOUND: f32 = 0.1;
+/// Max |Δlogit| on llama_gqa_tied's three inputs measured 0.019, 0.038 and 0.008 with a
+/// BF16 cache (against 1e-4 for the f32 cache); the bound leaves 2.6x over the worst.
+#[test]
+fn bf16_kv_cache_stays_near_the_reference() {
+    half_kv_cache_stays_near_the_reference(KvCacheDtype::Bf16, 0.1);
+}
+
+/// F16 keeps 3 more bits: max |Δlogit| measured 0.0017, 0.0031 and 0.0010; the bound
+/// leaves 3.3x over the worst (and is below BF16's worst, so it tells the two apart).
+#[test]
+fn f16_kv_cache_stays_near_the_reference() {
+    half_kv_cache_stays_near_the_reference(KvCacheDtype::F16, 0.01);
+}
 
 #[test]
 fn greedy_without_tokenizer_on_kquant_gguf() {

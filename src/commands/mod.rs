@@ -107,8 +107,9 @@ pub struct KernelArgs {
     /// where the CPU has them: faster prefill and batched decode, not exact.
     #[arg(long, value_enum, default_value = "highest")]
     pub matmul_precision: MatmulPrecision,
-    /// What the KV cache stores: `f32` (exact, the default) or `bf16` (half the memory per
-    /// token and half attention's reads; K and V rounded to BF16, not exact).
+    /// What the KV cache stores: `f32` (exact, the default), `f16` or `bf16` (half the memory
+    /// per token and half attention's reads; K and V rounded, not exact; f16 is llama.cpp's
+    /// default cache type).
     #[arg(long, value_enum, default_value = "f32")]
     pub kv_cache_dtype: KvDtype,
 }
@@ -118,6 +119,7 @@ pub struct KernelArgs {
 pub enum KvDtype {
     #[default]
     F32,
+    F16,
     Bf16,
 }
 
@@ -133,6 +135,7 @@ impl KernelArgs {
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {
         match self.kv_cache_dtype {
             KvDtype::F32 => KvCacheDtype::F32,
+            KvDtype::F16 => KvCacheDtype::F16,
             KvDtype::Bf16 => KvCacheDtype::Bf16,
         }
     }
