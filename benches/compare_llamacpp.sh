@@ -2,8 +2,9 @@
 # Side-by-side CPU benchmark: keel's `runtime bench` vs llama.cpp's llama-bench and
 # llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16), same
 # thread count, same sitting. Prints both in one table: keel's exact default path, and with
-# --medium also rows "<model>-m" for its opt-in --matmul-precision medium (BF16 dot products,
-# not exact; needs AVX512-BF16), set against the same llama.cpp figures.
+# --medium also rows "<model>-m" for its opt-in approximations, set against the same llama.cpp
+# figures: --matmul-precision medium (BF16 dot products; needs AVX512-BF16) and
+# --kv-cache-dtype f16 (llama.cpp's own default KV cache type). Neither is exact.
 #
 #   benches/compare_llamacpp.sh [--threads N] [--reps R] [--rounds K] [--quick] [--medium]
 #
@@ -111,9 +112,9 @@ for round in $(seq "$ROUNDS"); do
   header
   for spec in $SPECS; do
     name=${spec%%:*} rest=${spec#*:}
-    m=${rest%%:*} prec=highest
-    [ "$m" = "$rest" ] || prec=${rest##*:}
-    kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" --matmul-precision "$prec" --json)
+    m=${rest%%:*} opts=()
+    [ "$m" = "$rest" ] || opts=(--matmul-precision medium --kv-cache-dtype f16)
+    kb=$($RT bench --model "$m" -p 512 -n 128 -r "$REPS" -t "$THREADS" "${opts[@]}" --json)
     kpp=$(echo "$kb" | json prefill_tokens_per_s) ktg=$(echo "$kb" | json decode_tokens_per_s)
     # llama.cpp runs once per model and round; a "-m" row reuses its model's figures.
     if [ -z "${LPP[$m]:-}" ]; then
@@ -122,7 +123,7 @@ for round in $(seq "$ROUNDS"); do
     fi
     lpp=${LPP[$m]} ltg=${LTG[$m]} lbd=${LBD[$m]}
     if [ "$QUICK" = 1 ]; then kbd=-; else
-      kbd=$($RT bench offline --model "$m" --num-prompts 32 --input-len 128 --output-len 128 -t "$THREADS" --matmul-precision "$prec" --json | json decode_tokens_per_s)
+      kbd=$($RT bench offline --model "$m" --num-prompts 32 --input-len 128 --output-len 128 -t "$THREADS" "${opts[@]}" --json | json decode_tokens_per_s)
     fi
     echo "$name $kpp $lpp $ktg $ltg $kbd $lbd" | tee -a "$rows" | table
   done

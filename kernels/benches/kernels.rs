@@ -194,6 +194,17 @@ fn bench_attention(c: &mut Criterion) {
             }
         })
     });
+    // The same with an F16 cache (`--kv-cache-dtype f16`): half the bytes to stream.
+    let to_f16 = |x: &[f32]| x.iter().map(|v| half::f16::from_f32(*v)).collect::<Vec<_>>();
+    let layers: Vec<(Vec<half::f16>, Vec<half::f16>)> = layers.iter().map(|(k, v)| (to_f16(k), to_f16(v))).collect();
+    g.bench_function(format!("streamed_f16_ctx{ctx}_seqs{n_seqs}_{n_layers}layers"), |b| {
+        b.iter(|| {
+            for (kc, vc) in &layers {
+                let kv = PagedKv { k: kc, v: vc, n_kv_heads: nkv, head_dim: hd };
+                paged_attention(black_box(&q), &seqs, &kv, nh, 0.125, &mut out);
+            }
+        })
+    });
     g.finish();
 }
 
