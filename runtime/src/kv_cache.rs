@@ -112,7 +112,7 @@ impl KvCache {
     fn elems<E: KvElem>(&self) -> &[E] {
         assert!(self.dtype.stores::<E>(), "a {} KV cache read as another type", self.dtype.name());
         // SAFETY: the mapping is page-aligned, holds `2 * num_layers * per_layer` elements
-        // of the cache's type (checked above: f32 or BF16), and any bit pattern is one.
+        // of the cache's type (checked above: f32, F16 or BF16), and any bit pattern is one.
         unsafe { std::slice::from_raw_parts(self.mem.as_ptr() as *const E, self.mem.len() / size_of::<E>()) }
     }
 
