@@ -40,7 +40,11 @@ impl EngineArgs {
     pub fn config(&self, defaults: EngineConfig, model: &ModelConfig) -> Result<EngineConfig> {
         let c = self.resolve(defaults)?;
         let blocks = c.num_blocks(model);
-        tracing::info!("KV cache: {blocks} blocks of {} tokens", keel_runtime::kv_cache::BLOCK_SIZE);
+        tracing::info!(
+            "KV cache: {blocks} blocks of {} tokens, {}",
+            keel_runtime::kv_cache::BLOCK_SIZE,
+            c.kv_cache_dtype.name()
+        );
         Ok(c)
     }
 
