@@ -5,11 +5,12 @@
 //!
 //! A token's *slot* is `block_id * block_size + offset`; which blocks a sequence owns is
 //! the scheduler's business (block tables), this type only stores and hands out views.
-//! Memory is one anonymous mapping, zeroed and lazily committed by the OS in ordinary
-//! pages, `bytes_per_block()` per block. It is deliberately *not* advised to transparent
-//! huge pages: with the kernel's default `defrag=madvise`, a first touch of an advised
-//! region allocates (and may compact for) a 2 MiB page synchronously, inside the decode
-//! step. On the 2-vCPU VMs we measure on that ran at 0.11 GB/s against 2 GB/s for 4 KiB
+//! Memory is one anonymous mapping, zeroed and lazily committed by the OS,
+//! `bytes_per_block()` per block. It is deliberately *not* advised to transparent huge
+//! pages (where THP is `enabled=always` the kernel may still use them; with the usual
+//! `enabled=madvise` it does not): with the kernel's default `defrag=madvise`, a first
+//! touch of an advised region allocates (and may compact for) a 2 MiB page synchronously,
+//! inside the decode step. On the 2-vCPU VMs we measure on that ran at 0.11 GB/s against 2 GB/s for 4 KiB
 //! pages (a C loop touching 1 GiB), and cost 20% of the wall time of a 32-sequence
 //! `bench offline` run (20.5 s -> 16.5 s without the advice; attention's extra TLB misses
 //! cost less than that).
@@ -65,7 +66,8 @@ impl KvCacheDtype {
 pub struct KvCache {
     pub block_size: usize,
     pub num_blocks: usize,
-    pub dtype: KvCacheDtype,
+    /// Fixed at creation: the mapping's bytes are elements of this type.
+    dtype: KvCacheDtype,
     num_kv_heads: usize,
     head_dim: usize,
     /// Elements of one layer's K (and of its V).
@@ -124,6 +126,10 @@ impl KvCache {
 
     pub fn bytes_per_block(cfg: &ModelConfig, dtype: KvCacheDtype) -> usize {
         BLOCK_SIZE * 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * dtype.bytes()
+    }
+
+    pub fn dtype(&self) -> KvCacheDtype {
+        self.dtype
     }
 
     pub fn num_slots(&self) -> usize {

@@ -5,7 +5,7 @@
 //! weights, after their exact expansion, unless they are stored as BF16 (then they are
 //! read in place). `vdpbf16ps` multiplies 32 weight/activation pairs per instruction and
 //! adds them into 16 f32 lanes: twice the multiply-adds of an f32 FMA. Not exact: each
-//! rounded value carries a relative error of up to 2^-9, so greedy output may depart from
+//! rounded value carries a relative error of up to 2^-8, so greedy output may depart from
 //! the reference; the default `Precision::Highest` path never takes this one.
 //!
 //! Order: one 16-lane accumulator per output; step `i` hands lane `j` elements
@@ -391,7 +391,7 @@ mod tests {
         assert!(out[77..].iter().all(|&b| b == 0), "the padding is zero");
     }
 
-    /// Weights and activations rounded to BF16: within their rounding (2^-9 relative
+    /// Weights and activations rounded to BF16: within their rounding (2^-8 relative
     /// each; weights stored as BF16 are not rounded) of the exact sum, batch invariant,
     /// and not the exact path's bits (so this path did run), for every weight type.
     #[test]
