@@ -169,25 +169,33 @@ fn kv_cache_dtype_runs_and_says_so() {
     assert!(b.status.success(), "{}", stderr(&b));
     let v: Value = serde_json::from_slice(&b.stdout).expect("one JSON object");
     assert_eq!(v["kv_cache_dtype"], "bf16");
-    let o = run(&[
-        "bench",
-        "offline",
-        "--model",
-        m,
-        "--num-prompts",
-        "3",
-        "--input-len",
-        "20",
-        "--output-len",
-        "4",
-        "--json",
-        "--kv-cache-dtype",
-        "bf16",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
-    assert_eq!(v["kv_cache_dtype"], "bf16");
-    assert!(v["output_tokens_per_s"].as_f64().expect("rate") > 0.0);
+    // The engine gets the dtype: the same byte budget holds twice the blocks in BF16.
+    let offline = |dtype: &str| {
+        let o = run(&[
+            "bench",
+            "offline",
+            "--model",
+            m,
+            "--num-prompts",
+            "3",
+            "--input-len",
+            "20",
+            "--output-len",
+            "4",
+            "--json",
+            "--kv-cache-mem",
+            "1MiB",
+            "--kv-cache-dtype",
+            dtype,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        assert_eq!(v["kv_cache_dtype"], dtype);
+        assert!(v["output_tokens_per_s"].as_f64().expect("rate") > 0.0);
+        v["kv_cache_blocks"].as_u64().expect("blocks")
+    };
+    let (f32_blocks, bf16_blocks) = (offline("f32"), offline("bf16"));
+    assert!(f32_blocks > 0 && bf16_blocks / 2 == f32_blocks, "f32 {f32_blocks} blocks, bf16 {bf16_blocks}");
     let f = run(&["bench", "--model", m, "-p", "20", "-n", "4", "-r", "1", "--json", "--kv-cache-dtype", "f16"]);
     assert!(f.status.success(), "{}", stderr(&f));
     let v: Value = serde_json::from_slice(&f.stdout).expect("one JSON object");

@@ -188,6 +188,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         "engine_steps": m.steps,
         "preemptions": m.preemptions,
         "prefix_cached_tokens": m.prompt_tokens_cached,
+        "kv_cache_blocks": m.kv_blocks_total,
     });
     if a.json {
         println!("{r}");
