@@ -268,7 +268,12 @@ fn prefetch_k_start<E: KvElem>(table: &[u32], kv: &PagedKv<E>, g: usize) {
     #[cfg(target_arch = "x86_64")]
     for &b in table {
         // SAFETY: only called on the AVX-512 path; block ids were checked by the caller.
-        unsafe { avx512::prefetch_block_l2(kv.k.as_ptr().add(kv.offset(b, g)), BLOCK * kv.head_dim) };
+        unsafe {
+            avx512::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }, E>(
+                kv.k.as_ptr().add(kv.offset(b, g)),
+                BLOCK * kv.head_dim,
+            )
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (table, kv, g);
@@ -379,23 +384,14 @@ mod avx512 {
     }
 
     /// Asks for the cache lines holding the `n` elements at `p` to be brought into the
-    /// cache (from the line `p` is in: a 2-byte row may start mid-line).
+    /// cache level `HINT` names (`_MM_HINT_T0`: L1; `_MM_HINT_T1`: L2 only, for data needed
+    /// after the current task), from the line `p` is in: a 2-byte row may start mid-line.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     #[inline]
-    unsafe fn prefetch_block<E>(p: *const E, n: usize) {
+    pub unsafe fn prefetch_lines<const HINT: i32, E>(p: *const E, n: usize) {
         let (b, skew) = (p.cast::<i8>(), p as usize % 64);
         for i in (0..skew + n * size_of::<E>()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_sub(skew).wrapping_add(i));
-        }
-    }
-
-    /// `prefetch_block` into L2 only (for data needed after the current task).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    #[inline]
-    pub unsafe fn prefetch_block_l2<E>(p: *const E, n: usize) {
-        let (b, skew) = (p.cast::<i8>(), p as usize % 64);
-        for i in (0..skew + n * size_of::<E>()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T1>(b.wrapping_sub(skew).wrapping_add(i));
+            _mm_prefetch::<HINT>(b.wrapping_sub(skew).wrapping_add(i));
         }
     }
 
@@ -479,7 +475,7 @@ mod avx512 {
             b0 += nb;
         }
         // The first V block comes in during the softmax.
-        prefetch_block(kv.v.as_ptr().add(kv.offset(table[0], g)), BLOCK * hd);
+        prefetch_lines::<_MM_HINT_T0, E>(kv.v.as_ptr().add(kv.offset(table[0], g)), BLOCK * hd);
         // Softmax per query: max, e^(s - max) (exactly 0 where masked), lane sums in order, × 1/sum.
         for i in 0..Q {
             let s = srow(i);
@@ -510,7 +506,7 @@ mod avx512 {
                 let valid = (max_pos - bi * BLOCK).min(BLOCK);
                 for l in 0..valid {
                     if let Some(vn) = vn {
-                        prefetch_block(vn.add(l * hd + d0), 64.min(hd - d0));
+                        prefetch_lines::<_MM_HINT_T0, E>(vn.add(l * hd + d0), 64.min(hd - d0));
                     }
                     let vr = vb.add(l * hd + d0);
                     let v: [__m512; 4] = std::array::from_fn(|j| E::load16(vr.add(16 * j.min(nv - 1))));
@@ -596,10 +592,8 @@ mod tests {
             AttnSeq { query_start: 0, query_len: 5, context_len: 42, block_table: &specs[0].2 },
             AttnSeq { query_start: 5, query_len: 1, context_len: 6, block_table: &specs[1].2 },
         ];
-        let kv = PagedKv { k: &kc, v: &vc, n_kv_heads: nkv, head_dim: hd };
         for level in available_levels() {
-            let mut out = vec![0f32; q.len()];
-            paged_attention_at(level, &q, &seqs, &kv, nh, 1.0 / (hd as f32).sqrt(), &mut out);
+            let out = attend(level, &q, &seqs, &kc, &vc, nh, nkv, hd);
             let mut start = 0;
             for ((ctx, ql, _), (k, v)) in specs.iter().zip(&dense_kv) {
                 let want = dense(&q[start * nh * hd..(start + ql) * nh * hd], k, v, *ctx, *ql, nh, nkv, hd);
@@ -613,16 +607,7 @@ mod tests {
             for j in 0..5 {
                 let one =
                     AttnSeq { query_start: 0, query_len: 1, context_len: 42 - 5 + j + 1, block_table: &specs[0].2 };
-                let mut alone = vec![0f32; nh * hd];
-                paged_attention_at(
-                    level,
-                    &q[j * nh * hd..(j + 1) * nh * hd],
-                    &[one],
-                    &kv,
-                    nh,
-                    1.0 / (hd as f32).sqrt(),
-                    &mut alone,
-                );
+                let alone = attend(level, &q[j * nh * hd..(j + 1) * nh * hd], &[one], &kc, &vc, nh, nkv, hd);
                 assert_eq!(
                     alone,
                     out[j * nh * hd..(j + 1) * nh * hd],
@@ -631,6 +616,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `paged_attention_at` over one layer's `k` and `v`, scaled by `1/sqrt(hd)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend<E: KvElem>(
+        level: SimdLevel,
+        q: &[f32],
+        seqs: &[AttnSeq],
+        k: &[E],
+        v: &[E],
+        nh: usize,
+        nkv: usize,
+        hd: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; q.len()];
+        let kv = PagedKv { k, v, n_kv_heads: nkv, head_dim: hd };
+        paged_attention_at(level, q, seqs, &kv, nh, 1.0 / (hd as f32).sqrt(), &mut out);
+        out
     }
 
     /// A half-width cache (F16, BF16) gives, at every level, the bits of an f32 cache
@@ -655,46 +658,10 @@ mod tests {
             }
             let q: Vec<f32> = (0..ql * nh * hd).map(|_| rng.normal()).collect();
             let seqs = [AttnSeq { query_start: 0, query_len: ql, context_len: ctx, block_table: &table }];
-            let scale = 1.0 / (hd as f32).sqrt();
             for level in available_levels() {
-                let run = |kv: &dyn Fn(&mut [f32])| {
-                    let mut out = vec![0f32; q.len()];
-                    kv(&mut out);
-                    out
-                };
-                let h = run(&|o| {
-                    paged_attention_at(
-                        level,
-                        &q,
-                        &seqs,
-                        &PagedKv { k: &kh, v: &vh, n_kv_heads: nkv, head_dim: hd },
-                        nh,
-                        scale,
-                        o,
-                    )
-                });
-                let r = run(&|o| {
-                    paged_attention_at(
-                        level,
-                        &q,
-                        &seqs,
-                        &PagedKv { k: &kr, v: &vr, n_kv_heads: nkv, head_dim: hd },
-                        nh,
-                        scale,
-                        o,
-                    )
-                });
-                let e = run(&|o| {
-                    paged_attention_at(
-                        level,
-                        &q,
-                        &seqs,
-                        &PagedKv { k: &ke, v: &ve, n_kv_heads: nkv, head_dim: hd },
-                        nh,
-                        scale,
-                        o,
-                    )
-                });
+                let h = attend(level, &q, &seqs, &kh, &vh, nh, nkv, hd);
+                let r = attend(level, &q, &seqs, &kr, &vr, nh, nkv, hd);
+                let e = attend(level, &q, &seqs, &ke, &ve, nh, nkv, hd);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&h), bits(&r), "{} hd={hd}: half cache != f32 cache of rounded values", level.name());
                 assert_ne!(bits(&h), bits(&e), "{} hd={hd}: the half cache did not round", level.name());
