@@ -58,23 +58,36 @@ fn stepwise_logits_with(model: &Model, tokens: &[u32], dtype: KvCacheDtype) -> V
     out
 }
 
-fn check_model(name: &str) {
+/// The reference's inputs, each with HF's logits at every position (flattened).
+fn logit_cases(name: &str) -> Vec<(Vec<u32>, Vec<f32>)> {
     let r = reference(name);
-    let model = loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let vocab = model.config.vocab_size;
-    for (i, (input, want)) in
-        r["inputs"].as_array().expect("inputs").iter().zip(r["logits"].as_array().expect("logits")).enumerate()
-    {
-        let tokens = ids(input);
-        let got = prefill_logits(&model, &tokens);
-        let want: Vec<f32> = want
-            .as_array()
+    let rows = |v: &Value| -> Vec<f32> {
+        v.as_array()
             .expect("rows")
             .iter()
             .flat_map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32))
-            .collect();
+            .collect()
+    };
+    r["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .zip(r["logits"].as_array().expect("logits"))
+        .map(|(i, l)| (ids(i), rows(l)))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+}
+
+fn check_model(name: &str) {
+    let model = loader::load_model(&fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let vocab = model.config.vocab_size;
+    for (i, (tokens, want)) in logit_cases(name).into_iter().enumerate() {
+        let got = prefill_logits(&model, &tokens);
         assert_eq!(got.len(), want.len(), "{name} input {i}: {} logits vs {} (vocab {vocab})", got.len(), want.len());
-        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_diff = max_abs_diff(&got, &want);
         assert!(max_diff <= 1e-4, "{name} input {i}: max |Δlogit| = {max_diff}");
         let step = stepwise_logits(&model, &tokens);
         assert!(step == got, "{name} input {i}: one-token steps differ from the batched prefill");
@@ -161,20 +174,10 @@ fixture_tests! {
 /// a batched prefill and one-token steps still give the same bits.
 fn half_kv_cache_stays_near_the_reference(dtype: KvCacheDtype, bound: f32) {
     let name = "llama_gqa_tied";
-    let r = reference(name);
     let model = loader::load_model(&fixtures().join(name)).expect("load");
-    for (i, (input, want)) in
-        r["inputs"].as_array().expect("inputs").iter().zip(r["logits"].as_array().expect("logits")).enumerate()
-    {
-        let tokens = ids(input);
-        let want: Vec<f32> = want
-            .as_array()
-            .expect("rows")
-            .iter()
-            .flat_map(|row| row.as_array().expect("row").iter().map(|x| x.as_f64().expect("f") as f32))
-            .collect();
+    for (i, (tokens, want)) in logit_cases(name).into_iter().enumerate() {
         let got = prefill_logits_with(&model, &tokens, dtype);
-        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_diff = max_abs_diff(&got, &want);
         assert!(max_diff <= bound, "{dtype:?} input {i}: max |Δlogit| = {max_diff}");
         assert_ne!(got, prefill_logits(&model, &tokens), "{dtype:?} input {i}: the f32 cache's logits");
         let step = stepwise_logits_with(&model, &tokens, dtype);

@@ -99,6 +99,16 @@ pub enum Precision {
     Medium,
 }
 
+impl Precision {
+    /// PyTorch's name (`--matmul-precision`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Highest => "highest",
+            Precision::Medium => "medium",
+        }
+    }
+}
+
 static MEDIUM: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision `matmul` and `matmul_many` use in this process (the

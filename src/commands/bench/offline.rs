@@ -162,7 +162,7 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         "model": name,
         "threads": keel_kernels::parallel::num_threads(),
         "simd": keel_kernels::simd_level().name(),
-        "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
+        "matmul_precision": keel_kernels::matmul::precision().name(),
         "kv_cache_dtype": kv_dtype.name(),
         "num_prompts": a.num_prompts,
         "input_len": a.input_len,

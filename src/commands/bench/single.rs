@@ -135,7 +135,7 @@ pub fn run(a: SingleArgs) -> Result<()> {
             "model_path": loaded.path,
             "threads": keel_kernels::parallel::num_threads(),
             "simd": keel_kernels::simd_level().name(),
-            "matmul_precision": format!("{:?}", keel_kernels::matmul::precision()).to_lowercase(),
+            "matmul_precision": keel_kernels::matmul::precision().name(),
             "kv_cache_dtype": kv_dtype.name(),
             "n_prompt": a.n_prompt,
             "n_gen": a.n_gen,
