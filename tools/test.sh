@@ -65,5 +65,5 @@ export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do
   echo "== model tests with KEEL_SIMD=$level"
-  KEEL_SIMD=$level cargo test -p keel-runtime --test tiny_models --test smollm2 "$@"
+  KEEL_SIMD=$level cargo test -p keel-runtime --test tiny_models --test smollm2 --test no_alloc "$@"
 done

@@ -24,7 +24,7 @@ use crate::exp::exp_scalar;
 use crate::parallel::SharedMut;
 use crate::shares::deal;
 use crate::simd::{simd_level, SimdLevel};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Positions per cache block (fixed: the K layout puts one block's positions in a vector).
 pub const BLOCK: usize = 16;
@@ -157,6 +157,17 @@ pub struct AttnSeq<'a> {
 
 thread_local! {
     static SCORES: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+    /// The caller's per-call index vectors (`Plan`), kept for their allocations.
+    static PLAN: Cell<Plan> = const { Cell::new(Plan { token_seq: Vec::new(), tasks: Vec::new() }) };
+}
+
+/// Which sequence each query token belongs to, and the call's tasks.
+#[derive(Default)]
+struct Plan {
+    /// Per token: (sequence, number of positions it sees).
+    token_seq: Vec<(usize, usize)>,
+    /// (first token, tokens, KV head).
+    tasks: Vec<(usize, usize, usize)>,
 }
 
 /// `q`, `out`: `[n_tokens, n_heads, head_dim]`. Every token of the batch belongs to
@@ -187,8 +198,12 @@ pub fn paged_attention_at<E: KvElem>(
     assert!(n_heads % nkv == 0, "n_heads must be a multiple of n_kv_heads");
     assert!(q.len() == out.len() && q.len() % (n_heads * hd) == 0, "q/out shape mismatch");
     let n_tokens = q.len() / (n_heads * hd);
-    // Per token: (sequence, number of positions it sees).
-    let mut token_seq = vec![(usize::MAX, 0usize); n_tokens];
+    // The vectors of the last call on this thread, refilled: a warm decode step allocates
+    // nothing (a nested call would find them taken and allocate its own).
+    let mut plan = PLAN.take();
+    let token_seq = &mut plan.token_seq;
+    token_seq.clear();
+    token_seq.resize(n_tokens, (usize::MAX, 0));
     for (s, seq) in seqs.iter().enumerate() {
         assert!(seq.query_len <= seq.context_len, "query longer than context");
         assert!(seq.block_table.len() * BLOCK >= seq.context_len, "block table too short");
@@ -206,7 +221,8 @@ pub fn paged_attention_at<E: KvElem>(
     // A task: one KV head of `tokens` consecutive query tokens of one sequence (the SIMD
     // tile takes up to 6 queries, so several tokens share each K/V load).
     let per_task = if simd { (6 / group).max(1) } else { 1 };
-    let mut tasks: Vec<(usize, usize, usize)> = Vec::new(); // (first token, tokens, kv head)
+    let tasks = &mut plan.tasks;
+    tasks.clear();
     for seq in seqs {
         for t0 in (seq.query_start..seq.query_start + seq.query_len).step_by(per_task) {
             let n = per_task.min(seq.query_start + seq.query_len - t0);
@@ -215,6 +231,7 @@ pub fn paged_attention_at<E: KvElem>(
             }
         }
     }
+    let (token_seq, tasks) = (&plan.token_seq, &plan.tasks);
     let run_task = |task: usize| {
         let (t0, nt, g) = tasks[task];
         let table = seqs[token_seq[t0].0].block_table;
@@ -261,6 +278,7 @@ pub fn paged_attention_at<E: KvElem>(
         }
         run_task(task);
     });
+    PLAN.set(plan);
 }
 
 /// Brings KV head `g`'s K blocks `table` into L2 (AVX-512 builds; elsewhere nothing).

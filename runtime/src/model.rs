@@ -11,7 +11,8 @@
 //! token's arithmetic is independent of the other tokens in the batch (see
 //! `keel_kernels::matmul` and `keel_kernels::attention`), so results do not depend on
 //! batch composition. Activation buffers live in a `Workspace` reused across steps
-//! (64-byte aligned, grown on demand), so a steady decode loop does not allocate.
+//! (64-byte aligned, grown on demand) and `forward_into` writes the caller's logits
+//! buffer, so a warm decode step allocates nothing (`runtime/tests/no_alloc.rs`).
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -49,6 +50,15 @@ struct Workspace {
     last: AlignedBuf,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// The attention's view of the batch; kept empty between steps, for its allocation.
+    attn_seqs: Vec<AttnSeq<'static>>,
+}
+
+/// `v` emptied, as a vector of another lifetime that keeps `v`'s allocation (an
+/// in-place collect: same element layout, nothing to move).
+fn recycle<'b>(mut v: Vec<AttnSeq<'_>>) -> Vec<AttnSeq<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 /// `out = x · Wᵀ (+ bias)`, `x` `[n, in]`, `out` resized to `[n, out]`.
@@ -110,11 +120,20 @@ impl Model {
     /// Runs one step: writes every token's K/V into `kv` and returns the logits of
     /// `batch.logits_indices`, `[logits_indices.len(), vocab]` row-major.
     pub fn forward(&self, batch: &ForwardBatch, kv: &mut KvCache) -> Result<AlignedBuf> {
+        let mut logits = AlignedBuf::new();
+        self.forward_into(batch, kv, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// `forward` into the caller's `logits` buffer (resized, its allocation reused): with
+    /// a warm workspace a decode step allocates nothing (`runtime/tests/no_alloc.rs`).
+    pub fn forward_into(&self, batch: &ForwardBatch, kv: &mut KvCache, logits: &mut AlignedBuf) -> Result<()> {
         let cfg = &self.config;
         batch.validate(cfg.vocab_size, kv.num_slots(), kv.block_size)?;
         let n = batch.num_tokens();
         if n == 0 {
-            return Ok(AlignedBuf::new());
+            logits.resize(0);
+            return Ok(());
         }
         let mut guard = self.workspace.lock().map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
         let ws = &mut *guard;
@@ -139,16 +158,13 @@ impl Model {
                 &mut ws.sin[t * half..(t + 1) * half],
             );
         }
-        let seqs: Vec<AttnSeq> = batch
-            .seqs
-            .iter()
-            .map(|s| AttnSeq {
-                query_start: s.query_start,
-                query_len: s.query_len,
-                context_len: s.context_len,
-                block_table: &s.block_table,
-            })
-            .collect();
+        let mut seqs = recycle(std::mem::take(&mut ws.attn_seqs));
+        seqs.extend(batch.seqs.iter().map(|s| AttnSeq {
+            query_start: s.query_start,
+            query_len: s.query_len,
+            context_len: s.context_len,
+            block_table: &s.block_table,
+        }));
         let scale = 1.0 / (hd as f32).sqrt();
         ws.normed.resize(n * h);
         ws.attn.resize(n * nh * hd);
@@ -197,8 +213,8 @@ impl Model {
         }
         ws.normed.resize(m * h);
         rms_norm(&ws.last, &self.weights.final_norm, cfg.rms_norm_eps, &mut ws.normed);
-        let mut logits = AlignedBuf::new();
-        linear(&self.weights.lm_head, None, &ws.normed, &mut logits)?;
-        Ok(logits)
+        linear(&self.weights.lm_head, None, &ws.normed, logits)?;
+        ws.attn_seqs = recycle(seqs);
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::sampling::Sampler;
 use crate::tokenizer::Tokenizer;
+use keel_kernels::aligned::AlignedBuf;
 use keel_scheduler::{FinishReason, Request, RequestId, ScheduledRequest, Scheduler, SchedulerConfig};
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -21,6 +22,8 @@ pub(crate) struct EngineCore {
     scheduler: Scheduler,
     states: HashMap<RequestId, RequestState>,
     metrics: Arc<EngineMetrics>,
+    /// The last step's logits; kept for its allocation (`Model::forward_into`).
+    logits: AlignedBuf,
 }
 
 /// One request's sampling in a step (see `EngineCore::sample`).
@@ -52,7 +55,7 @@ impl EngineCore {
             block_size: kv.block_size,
             enable_prefix_caching: cfg.enable_prefix_caching,
         });
-        EngineCore { model, kv, tokenizer, scheduler, states: HashMap::new(), metrics }
+        EngineCore { model, kv, tokenizer, scheduler, states: HashMap::new(), metrics, logits: AlignedBuf::new() }
     }
 
     pub fn run(mut self, rx: Receiver<Command>) {
@@ -189,8 +192,9 @@ impl EngineCore {
                 }
             }
         }
-        let logits = match self.model.forward(&batch, &mut self.kv) {
-            Ok(l) => l,
+        let mut logits = std::mem::take(&mut self.logits);
+        match self.model.forward_into(&batch, &mut self.kv, &mut logits) {
+            Ok(()) => {}
             Err(e) => {
                 // A model fault fails this step's requests, not the engine.
                 for s in &out.scheduled {
@@ -202,8 +206,9 @@ impl EngineCore {
                 self.publish();
                 return;
             }
-        };
+        }
         let sampled = self.sample(&out.scheduled, &logits);
+        self.logits = logits;
         let pairs: Vec<(RequestId, u32)> = sampled.iter().map(|(id, t, _)| (*id, *t)).collect();
         self.scheduler.update_from_output(&out, &pairs);
         // Counted before any event goes out, so a client that saw its last token also

@@ -11,6 +11,7 @@
 use crate::commands::{kernels_description, load_model, KernelArgs, UsageError};
 use anyhow::Result;
 use clap::Args;
+use keel_kernels::aligned::AlignedBuf;
 use keel_runtime::forward_batch::ForwardBatch;
 use keel_runtime::kv_cache::{KvCache, BLOCK_SIZE};
 use keel_runtime::Model;
@@ -45,12 +46,13 @@ pub struct SingleArgs {
 /// llama-bench reuses its context: a fresh mapping would put its page faults in the time).
 fn prefill_once(model: &Model, kv: &mut KvCache, ids: &[u32]) -> Result<f64> {
     let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
+    let mut logits = AlignedBuf::new();
     let t = Instant::now();
     for start in (0..ids.len()).step_by(PREFILL_CHUNK) {
         let end = (start + PREFILL_CHUNK).min(ids.len());
         let mut b = ForwardBatch::default();
         b.push_seq(&ids[start..end], start, &table, BLOCK_SIZE, end == ids.len());
-        model.forward(&b, kv)?;
+        model.forward_into(&b, kv, &mut logits)?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -58,11 +60,12 @@ fn prefill_once(model: &Model, kv: &mut KvCache, ids: &[u32]) -> Result<f64> {
 /// `ids` decoded one token per forward pass into `kv` (as `prefill_once`).
 fn decode_once(model: &Model, kv: &mut KvCache, ids: &[u32]) -> Result<f64> {
     let table: Vec<u32> = (0..kv.num_blocks as u32).collect();
+    let mut logits = AlignedBuf::new();
     let t = Instant::now();
     for (pos, id) in ids.iter().enumerate() {
         let mut b = ForwardBatch::default();
         b.push_seq(&[*id], pos, &table, BLOCK_SIZE, true);
-        model.forward(&b, kv)?;
+        model.forward_into(&b, kv, &mut logits)?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
