@@ -13,7 +13,6 @@
 
 use crate::dot::avx512::{hsum, hsum4, lanes};
 use crate::dtype::DType;
-use crate::quant::dequantize_block;
 use std::arch::x86_64::*;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -45,6 +44,7 @@ pub(crate) struct BF16s;
 pub(crate) struct Q8_0s;
 pub(crate) struct Q4_0s;
 pub(crate) struct Q4_1s;
+pub(crate) struct Q5_0s;
 
 impl Chunked for F32s {
     const BYTES: usize = 128;
@@ -106,6 +106,25 @@ impl Chunked for Q4_0s {
     }
 }
 
+impl Chunked for Q5_0s {
+    const BYTES: usize = 22;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn load(b: *const u8) -> (__m512, __m512) {
+        let d = f16_scale(b);
+        // Element i's fifth bit is bit i of `qh`.
+        let qh = u32::from_le_bytes([*b.add(2), *b.add(3), *b.add(4), *b.add(5)]);
+        let (lo, hi) = nibbles(b.add(6));
+        let sixteen = _mm512_set1_epi32(16);
+        let lo = _mm512_mask_or_epi32(lo, qh as u16, lo, sixteen);
+        let hi = _mm512_mask_or_epi32(hi, (qh >> 16) as u16, hi, sixteen);
+        (
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(lo, sixteen)), d),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(hi, sixteen)), d),
+        )
+    }
+}
+
 impl Chunked for Q4_1s {
     const BYTES: usize = 20;
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -126,6 +145,90 @@ unsafe fn nibbles(p: *const u8) -> (__m512i, __m512i) {
     let v = _mm_loadu_si128(p as *const __m128i);
     let m = _mm_set1_epi8(0x0F);
     (_mm512_cvtepu8_epi32(_mm_and_si128(v, m)), _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), m)))
+}
+
+/// A 256-element K-quant super-block expanded in registers, 32 elements ("a chunk") at a
+/// time in row order, with the reference dequantizer's exact values (`quant.rs`): the
+/// block's scales are decoded once (`head`), then each chunk from its packed bits.
+pub(crate) trait SuperBlock {
+    /// Bytes of one 256-element block.
+    const BYTES: usize;
+    /// The block's decoded scales.
+    type Head: Copy;
+    unsafe fn head(p: *const u8) -> Self::Head;
+    /// Chunk `c` (0..8) of the block at `p` as two halves of 16 f32.
+    unsafe fn chunk(p: *const u8, head: &Self::Head, c: usize) -> (__m512, __m512);
+}
+
+pub(crate) struct Q4Ks;
+pub(crate) struct Q6Ks;
+
+impl SuperBlock for Q4Ks {
+    const BYTES: usize = 144;
+    /// Per 32-element sub-block: `d · scale` and `dmin · min`.
+    type Head = ([f32; 8], [f32; 8]);
+
+    #[inline(always)]
+    unsafe fn head(p: *const u8) -> Self::Head {
+        let b = std::slice::from_raw_parts(p, 16);
+        let (d, dmin) = (crate::quant::f16_at(b, 0), crate::quant::f16_at(b, 2));
+        let mut scales = [0f32; 8];
+        let mut mins = [0f32; 8];
+        for j in 0..8 {
+            let (sc, m) = crate::quant::scale_min_k4(j, &b[4..16]);
+            scales[j] = d * sc as f32;
+            mins[j] = dmin * m as f32;
+        }
+        (scales, mins)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn chunk(p: *const u8, head: &Self::Head, c: usize) -> (__m512, __m512) {
+        // Chunks 2g and 2g+1 are the low and high nibbles of bytes 32g..32g+32.
+        let v = _mm256_loadu_si256(p.add(16 + 32 * (c / 2)) as *const __m256i);
+        let v = if c % 2 == 0 { v } else { _mm256_srli_epi16(v, 4) };
+        let v = _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+        let (d, m) = (_mm512_set1_ps(head.0[c]), _mm512_set1_ps(head.1[c]));
+        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v)));
+        let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1)));
+        // `d·q - m`: d·q (17 + 4 significant bits) is exact, so the fused form rounds
+        // once, as the reference's multiply then subtract.
+        (_mm512_fmsub_ps(d, lo, m), _mm512_fmsub_ps(d, hi, m))
+    }
+}
+
+impl SuperBlock for Q6Ks {
+    const BYTES: usize = 210;
+    /// `d · scale` of each 16-element group.
+    type Head = [f32; 16];
+
+    #[inline(always)]
+    unsafe fn head(p: *const u8) -> Self::Head {
+        let b = std::slice::from_raw_parts(p, 210);
+        let d = crate::quant::f16_at(b, 208);
+        std::array::from_fn(|i| d * (b[192 + i] as i8) as f32)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn chunk(p: *const u8, head: &Self::Head, c: usize) -> (__m512, __m512) {
+        // Half `n` (128 elements): chunk j takes 4 low bits from ql (bytes 0..32 or
+        // 32..64 of the half, low or high nibbles) and 2 high bits from qh at bits 2j.
+        let (n, j) = (c / 4, c % 4);
+        let ql = _mm256_loadu_si256(p.add(64 * n + 32 * (j % 2)) as *const __m256i);
+        let qh = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+        let ql = if j < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+        let low = _mm256_and_si256(ql, _mm256_set1_epi8(0x0F));
+        let high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)), _mm256_set1_epi8(3));
+        let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+        let thirty_two = _mm512_set1_epi32(32);
+        let lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)), thirty_two));
+        let hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(q, 1)), thirty_two));
+        // (d·scale)·q: 11 + 7 + 5 significant bits at most, exact as in the reference.
+        let g = 8 * n + 2 * j;
+        (_mm512_mul_ps(lo, _mm512_set1_ps(head[g])), _mm512_mul_ps(hi, _mm512_set1_ps(head[g + 1])))
+    }
 }
 
 /// `out[i] = hsum(acc[i])`, four at a time.
@@ -252,24 +355,28 @@ unsafe fn gemv_chunked<W: Chunked, const R: usize>(
     reduce_into(&acc, out);
 }
 
-/// Block formats without a chunk loader: each block through the reference dequantizer.
+/// `R` rows of K-quant format `B` (`k` elements, whole blocks) dotted with one token `x`:
+/// the order of `gemv_chunked` (one FMA per 16 elements, in row order).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn gemv_blocks<const R: usize>(dtype: DType, rows: [*const u8; R], x: *const f32, k: usize, out: &mut [f32; R]) {
+unsafe fn gemv_super<B: SuperBlock, const R: usize>(
+    rows: [*const u8; R],
+    x: *const f32,
+    k: usize,
+    out: &mut [f32; R],
+    prefetch: Prefetch,
+) {
     let mut acc = [_mm512_setzero_ps(); R];
-    let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
-    let mut buf = [0f32; 256];
-    for blk in 0..k / bs {
+    let blocks = k / 256;
+    let mut pf = prefetch.spread(blocks);
+    for blk in 0..blocks {
+        pf.step();
         for r in 0..R {
-            dequantize_block(dtype, std::slice::from_raw_parts(rows[r].add(blk * bb), bb), &mut buf[..bs]);
-            for j in (0..bs).step_by(32) {
-                let xp = x.add(blk * bs + j);
-                fma_chunk(
-                    _mm512_loadu_ps(buf.as_ptr().add(j)),
-                    _mm512_loadu_ps(buf.as_ptr().add(j + 16)),
-                    _mm512_loadu_ps(xp),
-                    _mm512_loadu_ps(xp.add(16)),
-                    &mut acc[r],
-                );
+            let p = rows[r].add(blk * B::BYTES);
+            let head = B::head(p);
+            for c in 0..8 {
+                let xp = x.add(256 * blk + 32 * c);
+                let (w0, w1) = B::chunk(p, &head, c);
+                fma_chunk(w0, w1, _mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)), &mut acc[r]);
             }
         }
     }
@@ -293,7 +400,9 @@ pub unsafe fn gemv<const R: usize>(
         DType::Q8_0 => gemv_chunked::<Q8_0s, R>(dtype, rows, x, k, out, prefetch),
         DType::Q4_0 => gemv_chunked::<Q4_0s, R>(dtype, rows, x, k, out, prefetch),
         DType::Q4_1 => gemv_chunked::<Q4_1s, R>(dtype, rows, x, k, out, prefetch),
-        DType::Q5_0 | DType::Q4K | DType::Q6K => gemv_blocks::<R>(dtype, rows, x, k, out),
+        DType::Q4K => gemv_super::<Q4Ks, R>(rows, x, k, out, prefetch),
+        DType::Q6K => gemv_super::<Q6Ks, R>(rows, x, k, out, prefetch),
+        DType::Q5_0 => gemv_chunked::<Q5_0s, R>(dtype, rows, x, k, out, prefetch),
     }
 }
 
@@ -315,6 +424,20 @@ unsafe fn expand_chunked<W: Chunked>(dtype: DType, row: *const u8, k: usize, out
     }
 }
 
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn expand_super<B: SuperBlock>(row: *const u8, k: usize, out: &mut [f32]) {
+    for blk in 0..k / 256 {
+        let p = row.add(blk * B::BYTES);
+        let head = B::head(p);
+        for c in 0..8 {
+            let (w0, w1) = B::chunk(p, &head, c);
+            let o = out.as_mut_ptr().add(256 * blk + 32 * c);
+            _mm512_storeu_ps(o, w0);
+            _mm512_storeu_ps(o.add(16), w1);
+        }
+    }
+}
+
 /// Expands one row (`k` elements of `dtype`) into `out` with the exact values of the
 /// reference dequantizer.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -326,10 +449,9 @@ pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]
         DType::Q8_0 => expand_chunked::<Q8_0s>(dtype, row, k, out),
         DType::Q4_0 => expand_chunked::<Q4_0s>(dtype, row, k, out),
         DType::Q4_1 => expand_chunked::<Q4_1s>(dtype, row, k, out),
-        DType::Q5_0 | DType::Q4K | DType::Q6K => {
-            let bytes = dtype.row_bytes(k).expect("whole blocks");
-            crate::quant::dequantize_row(dtype, std::slice::from_raw_parts(row, bytes), &mut out[..k]);
-        }
+        DType::Q4K => expand_super::<Q4Ks>(row, k, &mut out[..k]),
+        DType::Q6K => expand_super::<Q6Ks>(row, k, &mut out[..k]),
+        DType::Q5_0 => expand_chunked::<Q5_0s>(dtype, row, k, out),
     }
 }
 

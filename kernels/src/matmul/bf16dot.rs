@@ -16,7 +16,7 @@
 //! Safety: callers guarantee AVX-512 (`avx512f`, `avx512bw`, `avx512vl`) and
 //! `avx512bf16` (`available()`), and in-bounds pointers.
 
-use super::avx512::{reduce_into, Chunked, F16s, F32s, Prefetch, Q4_0s, Q4_1s, Q8_0s};
+use super::avx512::{reduce_into, Chunked, F16s, F32s, Prefetch, Q4_0s, Q4_1s, Q5_0s, Q8_0s};
 use super::{with_scratch, Parts, WeightMatrix, TILED_CHUNK, TOKEN_BLOCK};
 use crate::aligned::AlignedBuf;
 use crate::dtype::DType;
@@ -171,6 +171,7 @@ unsafe fn expand_to_bf16(w: &WeightMatrix, r: usize, out: &mut [u16]) {
             DType::Q8_0 => return expand_chunked_bf16::<Q8_0s>(row, w.cols, out),
             DType::Q4_0 => return expand_chunked_bf16::<Q4_0s>(row, w.cols, out),
             DType::Q4_1 => return expand_chunked_bf16::<Q4_1s>(row, w.cols, out),
+            DType::Q5_0 => return expand_chunked_bf16::<Q5_0s>(row, w.cols, out),
             _ => {}
         }
     }
@@ -203,7 +204,7 @@ fn gemv_rows(dtype: DType) -> usize {
 
 /// Formats `Tiles::gemv_fused` expands in registers (`avx512::Chunked`).
 fn fusable(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
+    matches!(dtype, DType::F32 | DType::F16 | DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0)
 }
 
 /// `out[..x.len()]` = `x` rounded to BF16 (nearest even), the rest of `out` zero.
@@ -269,6 +270,7 @@ impl Tiles {
             DType::Q8_0 => gemv_chunked::<Q8_0s, R>(rows, self.x, self.cols, &mut v, pf),
             DType::Q4_0 => gemv_chunked::<Q4_0s, R>(rows, self.x, self.cols, &mut v, pf),
             DType::Q4_1 => gemv_chunked::<Q4_1s, R>(rows, self.x, self.cols, &mut v, pf),
+            DType::Q5_0 => gemv_chunked::<Q5_0s, R>(rows, self.x, self.cols, &mut v, pf),
             other => unreachable!("{other} is not fusable"),
         }
         for (i, vi) in v.iter().enumerate() {
@@ -447,7 +449,7 @@ mod tests {
             return;
         }
         let mut rng = Lcg(13);
-        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0] {
             let cols = 128;
             let w = random_row(dtype, cols, &mut rng);
             let wm = WeightMatrix::new(dtype, &w, 1, cols).expect("shape");
