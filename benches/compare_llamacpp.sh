@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side CPU benchmark: keel's `runtime bench` vs llama.cpp's llama-bench and
-# llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16), same
+# llama-batched-bench, same model (SmolLM2-135M-Instruct at Q4_1, Q8_0, F16, BF16, Q4_K_M), same
 # thread count, same sitting. Prints both in one table: keel's exact default path, and with
 # --medium also rows "<model>-m" for its opt-in approximations, set against the same llama.cpp
 # figures: --matmul-precision medium (BF16 dot products; needs AVX512-BF16) and
@@ -14,7 +14,8 @@
 #
 # llama.cpp is built once from the PyPI source package `llama-cpp-python` (its
 # `vendor/llama.cpp`, cmake Release, native) into $KEEL_HOME/llama.cpp-<version>/; the
-# Q8_0, F16 and BF16 models are made from the Q4_1 GGUF with llama-quantize --allow-requantize.
+# Q8_0, F16 and BF16 models are made from the Q4_1 GGUF with llama-quantize --allow-requantize,
+# the Q4_K_M one from the F16 GGUF.
 # Needs cmake and a C++ compiler (Debian: cmake g++).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,11 @@ for q in Q8_0 F16 BF16; do
   f=$MODELS/smollm2-$q.gguf
   [ -f "$f" ] || "$BIN/llama-quantize" --allow-requantize "$Q41" "$f" "$q" >/dev/null 2>&1
 done
+# The usual llama.cpp recipe, from the F16 file: SmolLM2's 576-wide rows are not whole
+# 256-element K-quant blocks, so llama-quantize falls back to Q5_0 / Q8_0 for most matrices
+# and keeps Q4_K / Q6_K for ffn_down (1536 wide): a mix of five formats.
+f=$MODELS/smollm2-Q4_K_M.gguf
+[ -f "$f" ] || "$BIN/llama-quantize" "$MODELS/smollm2-F16.gguf" "$f" Q4_K_M >/dev/null 2>&1
 
 json() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 lb() { # llama-bench: $1 model, $2 test (pp512|tg128) -> t/s
@@ -72,6 +78,7 @@ lbb() { # llama-batched-bench 32 x (128 in, 128 out): decode t/s (S_TG)
 }
 
 SPECS="Q4_1:$Q41 Q8_0:$MODELS/smollm2-Q8_0.gguf F16:$MODELS/smollm2-F16.gguf BF16:$MODELS/smollm2-BF16.gguf"
+SPECS="$SPECS Q4_K_M:$MODELS/smollm2-Q4_K_M.gguf"
 if [ "$WANT_MEDIUM" = 1 ]; then
   grep -qw avx512_bf16 /proc/cpuinfo || { echo "--medium needs a CPU with AVX512-BF16" >&2; exit 2; }
   SPECS="$SPECS Q4_1-m:$Q41:medium Q8_0-m:$MODELS/smollm2-Q8_0.gguf:medium F16-m:$MODELS/smollm2-F16.gguf:medium BF16-m:$MODELS/smollm2-BF16.gguf:medium"

@@ -26,7 +26,7 @@ fn aligned(n: usize, rng: &mut Lcg) -> AlignedBuf {
 fn bench_matmul(c: &mut Criterion) {
     setup();
     let mut rng = Lcg(1);
-    for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::BF16, DType::Q4K, DType::Q6K] {
+    for dtype in [DType::Q4_1, DType::Q5_0, DType::Q8_0, DType::F16, DType::BF16, DType::Q4K, DType::Q6K] {
         let mut g = c.benchmark_group(format!("matmul/{dtype}"));
         g.sample_size(20);
         for (rows, cols) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
