@@ -75,7 +75,7 @@ pub fn dequantize_block(dtype: DType, b: &[u8], out: &mut [f32]) {
 
 /// The 6-bit scale and min of sub-block `j` of a Q4_K block (ggml's `get_scale_min_k4`).
 #[inline(always)]
-pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -83,46 +83,55 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// A Q4_K block's `d · scale` and `dmin · min` for each of its 8 sub-blocks of 32
+/// (element `i` of sub-block `j` is `scales[j] · q - mins[j]`).
+pub(crate) fn q4k_scales(b: &[u8]) -> ([f32; 8], [f32; 8]) {
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        scales[j] = d * sc as f32;
+        mins[j] = dmin * m as f32;
+    }
+    (scales, mins)
+}
+
+/// A Q6_K block's `d · scale` for each of its 16 groups of 16 (element `i` of group `g`
+/// is `scales[g] · q`).
+pub(crate) fn q6k_scales(b: &[u8]) -> [f32; 16] {
+    let d = f16_at(b, 208);
+    std::array::from_fn(|g| d * (b[192 + g] as i8) as f32)
+}
+
 fn dequantize_q4k(b: &[u8], out: &mut [f32]) {
-    let d = f16_at(b, 0);
-    let dmin = f16_at(b, 2);
-    let scales = &b[4..16];
-    let mut q = &b[16..144];
-    let mut y = 0;
-    for is in (0..8).step_by(2) {
-        let (sc, m) = scale_min_k4(is, scales);
-        let (d1, m1) = (d * sc as f32, dmin * m as f32);
-        let (sc, m) = scale_min_k4(is + 1, scales);
-        let (d2, m2) = (d * sc as f32, dmin * m as f32);
+    let (scales, mins) = q4k_scales(b);
+    let q = &b[16..144];
+    for g in 0..4 {
+        let (d1, m1, d2, m2) = (scales[2 * g], mins[2 * g], scales[2 * g + 1], mins[2 * g + 1]);
         for l in 0..32 {
-            out[y + l] = d1 * (q[l] & 0x0F) as f32 - m1;
-            out[y + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+            let byte = q[32 * g + l];
+            out[64 * g + l] = d1 * (byte & 0x0F) as f32 - m1;
+            out[64 * g + 32 + l] = d2 * (byte >> 4) as f32 - m2;
         }
-        q = &q[32..];
-        y += 64;
     }
 }
 
 fn dequantize_q6k(b: &[u8], out: &mut [f32]) {
-    let d = f16_at(b, 208);
-    let (mut ql, mut qh) = (&b[0..128], &b[128..192]);
-    let mut sc: &[u8] = &b[192..208];
-    for n in (0..256).step_by(128) {
-        let y = &mut out[n..n + 128];
+    let scales = q6k_scales(b);
+    for n in 0..2 {
+        let (ql, qh, sc) = (&b[64 * n..64 * n + 64], &b[128 + 32 * n..160 + 32 * n], &scales[8 * n..8 * n + 8]);
+        let y = &mut out[128 * n..128 * n + 128];
         for l in 0..32 {
             let is = l / 16;
             let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
             let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
             let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
             let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+            y[l] = sc[is] * q1 as f32;
+            y[l + 32] = sc[is + 2] * q2 as f32;
+            y[l + 64] = sc[is + 4] * q3 as f32;
+            y[l + 96] = sc[is + 6] * q4 as f32;
         }
-        ql = &ql[64..];
-        qh = &qh[32..];
-        sc = &sc[8..];
     }
 }
 

@@ -10,7 +10,7 @@
 //! by `simd_level()` before dispatch) and equal-length, in-bounds inputs.
 
 use crate::dtype::DType;
-use crate::quant::{dequantize_block, f16_at, f32_at};
+use crate::quant::{f16_at, f32_at};
 use std::arch::x86_64::*;
 
 type Acc = [__m256; 4];
@@ -191,14 +191,78 @@ unsafe fn dot_q4_1(w: &[u8], x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_blocks(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
-    let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
-    let mut buf = [0f32; 256];
+unsafe fn dot_q5_0(w: &[u8], x: &[f32]) -> f32 {
     let mut acc = zero();
-    for (b, xb) in w.chunks_exact(bb).zip(x.chunks_exact(bs)) {
-        dequantize_block(dtype, b, &mut buf[..bs]);
-        for j in (0..bs).step_by(32) {
-            fma4(load_f32x32(buf.as_ptr().add(j)), xb.as_ptr().add(j), &mut acc);
+    let sixteen = _mm256_set1_epi32(16);
+    let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (b, xb) in w.chunks_exact(22).zip(x.chunks_exact(32)) {
+        let d = _mm256_set1_ps(f16_at(b, 0));
+        // Element i's fifth bit is bit i of `qh`.
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let q = nibbles(b.as_ptr().add(6));
+        let mut wv = [_mm256_setzero_ps(); 4];
+        for k in 0..4 {
+            let bits = _mm256_and_si256(_mm256_set1_epi32((qh >> (8 * k)) as i32), lane_bit);
+            let fifth = _mm256_and_si256(_mm256_cmpeq_epi32(bits, lane_bit), sixteen);
+            let v = _mm256_sub_epi32(_mm256_or_si256(q[k], fifth), sixteen);
+            wv[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+        }
+        fma4(wv, xb.as_ptr(), &mut acc);
+    }
+    reduce(acc)
+}
+
+/// The 16 bytes of `v` as two vectors of 8 i32 lanes, in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn widen16(v: __m128i) -> [__m256i; 2] {
+    [widen_u8::<0>(v), widen_u8::<1>(v)]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4k(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = zero();
+    let low = _mm_set1_epi8(0x0F);
+    for (b, xb) in w.chunks_exact(144).zip(x.chunks_exact(256)) {
+        let (scales, mins) = crate::quant::q4k_scales(b);
+        for c in 0..8 {
+            // Chunks 2g and 2g+1: low and high nibbles of bytes 32g..32g+32.
+            let p = b.as_ptr().add(16 + 32 * (c / 2));
+            let (v0, v1) = (_mm_loadu_si128(p as *const __m128i), _mm_loadu_si128(p.add(16) as *const __m128i));
+            let (v0, v1) = if c % 2 == 0 { (v0, v1) } else { (_mm_srli_epi16(v0, 4), _mm_srli_epi16(v1, 4)) };
+            let ([q0, q1], [q2, q3]) = (widen16(_mm_and_si128(v0, low)), widen16(_mm_and_si128(v1, low)));
+            let (d, m) = (_mm256_set1_ps(scales[c]), _mm256_set1_ps(mins[c]));
+            // d·q is exact (17 + 4 significant bits): one rounding, as the reference's.
+            let wv = [q0, q1, q2, q3].map(|q| _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(q), m));
+            fma4(wv, xb.as_ptr().add(32 * c), &mut acc);
+        }
+    }
+    reduce(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6k(w: &[u8], x: &[f32]) -> f32 {
+    let mut acc = zero();
+    let (low, two_bits, thirty_two) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(3), _mm256_set1_epi32(32));
+    for (b, xb) in w.chunks_exact(210).zip(x.chunks_exact(256)) {
+        let scales = crate::quant::q6k_scales(b);
+        for c in 0..8 {
+            // Half `n` (128 elements): chunk j takes 4 low bits from ql (bytes 0..32 or
+            // 32..64 of the half, low or high nibbles) and 2 high bits from qh at bits 2j.
+            let (n, j) = (c / 4, c % 4);
+            let mut wv = [_mm256_setzero_ps(); 4];
+            for h in 0..2 {
+                let l = _mm_loadu_si128(b.as_ptr().add(64 * n + 32 * (j % 2) + 16 * h) as *const __m128i);
+                let l = _mm_and_si128(if j < 2 { l } else { _mm_srli_epi16(l, 4) }, low);
+                let qh = _mm_loadu_si128(b.as_ptr().add(128 + 32 * n + 16 * h) as *const __m128i);
+                let hi = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32)), two_bits);
+                let q = _mm_or_si128(l, _mm_slli_epi16(hi, 4));
+                let s = _mm256_set1_ps(scales[8 * n + 2 * j + h]);
+                let [q0, q1] = widen16(q);
+                wv[2 * h] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q0, thirty_two)), s);
+                wv[2 * h + 1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q1, thirty_two)), s);
+            }
+            fma4(wv, xb.as_ptr().add(32 * c), &mut acc);
         }
     }
     reduce(acc)
@@ -213,7 +277,9 @@ pub unsafe fn dot_row(dtype: DType, w: &[u8], x: &[f32]) -> f32 {
         DType::Q8_0 => dot_q8_0(w, x),
         DType::Q4_0 => dot_q4_0(w, x),
         DType::Q4_1 => dot_q4_1(w, x),
-        DType::Q5_0 | DType::Q4K | DType::Q6K => dot_blocks(dtype, w, x),
+        DType::Q5_0 => dot_q5_0(w, x),
+        DType::Q4K => dot_q4k(w, x),
+        DType::Q6K => dot_q6k(w, x),
     }
 }
 

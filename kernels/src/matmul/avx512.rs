@@ -170,16 +170,7 @@ impl SuperBlock for Q4Ks {
 
     #[inline(always)]
     unsafe fn head(p: *const u8) -> Self::Head {
-        let b = std::slice::from_raw_parts(p, 16);
-        let (d, dmin) = (crate::quant::f16_at(b, 0), crate::quant::f16_at(b, 2));
-        let mut scales = [0f32; 8];
-        let mut mins = [0f32; 8];
-        for j in 0..8 {
-            let (sc, m) = crate::quant::scale_min_k4(j, &b[4..16]);
-            scales[j] = d * sc as f32;
-            mins[j] = dmin * m as f32;
-        }
-        (scales, mins)
+        crate::quant::q4k_scales(std::slice::from_raw_parts(p, Self::BYTES))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -205,9 +196,7 @@ impl SuperBlock for Q6Ks {
 
     #[inline(always)]
     unsafe fn head(p: *const u8) -> Self::Head {
-        let b = std::slice::from_raw_parts(p, 210);
-        let d = crate::quant::f16_at(b, 208);
-        std::array::from_fn(|i| d * (b[192 + i] as i8) as f32)
+        crate::quant::q6k_scales(std::slice::from_raw_parts(p, Self::BYTES))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
