@@ -73,27 +73,27 @@ pub fn dequantize_block(dtype: DType, b: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The 6-bit scale and min of sub-block `j` of a Q4_K block (ggml's `get_scale_min_k4`).
-#[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
-    }
+/// The 6-bit scales and mins of a Q4_K block's 8 sub-blocks, from its 12 packed bytes
+/// `q` (ggml's `get_scale_min_k4`, four lanes at a time: sub-block `j < 4` keeps the low 6
+/// bits of `q[j]` and `q[j + 4]`; `j >= 4` takes 4 bits from `q[j + 4]` and its top 2 from
+/// the spare bits of `q[j - 4]` and `q[j]`).
+pub(crate) fn q4k_scale_bytes(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let word = |i: usize| u32::from_le_bytes([q[i], q[i + 1], q[i + 2], q[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    let sc_lo = a & 0x3F3F_3F3F;
+    let m_lo = b & 0x3F3F_3F3F;
+    let sc_hi = (c & 0x0F0F_0F0F) | (((a >> 6) & 0x0303_0303) << 4);
+    let m_hi = ((c >> 4) & 0x0F0F_0F0F) | (((b >> 6) & 0x0303_0303) << 4);
+    let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
+    (join(sc_lo, sc_hi), join(m_lo, m_hi))
 }
 
 /// A Q4_K block's `d · scale` and `dmin · min` for each of its 8 sub-blocks of 32
 /// (element `i` of sub-block `j` is `scales[j] · q - mins[j]`).
 pub(crate) fn q4k_scales(b: &[u8]) -> ([f32; 8], [f32; 8]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, &b[4..16]);
-        scales[j] = d * sc as f32;
-        mins[j] = dmin * m as f32;
-    }
-    (scales, mins)
+    let (sc, m) = q4k_scale_bytes(&b[4..16]);
+    (sc.map(|s| d * s as f32), m.map(|m| dmin * m as f32))
 }
 
 /// A Q6_K block's `d · scale` for each of its 16 groups of 16 (element `i` of group `g`
@@ -251,6 +251,26 @@ mod tests {
             dequantize_row(dtype, &q, &mut y);
             for (a, b) in x.iter().zip(&y) {
                 assert!((a - b).abs() <= tol, "{dtype}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The four-lanes-at-a-time unpacking is ggml's `get_scale_min_k4`, for any bytes.
+    #[test]
+    fn q4k_scale_bytes_is_get_scale_min_k4() {
+        let get_scale_min_k4 = |j: usize, q: &[u8]| -> (u8, u8) {
+            if j < 4 {
+                (q[j] & 63, q[j + 4] & 63)
+            } else {
+                ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+            }
+        };
+        let mut rng = crate::test_util::Lcg(3);
+        for _ in 0..1000 {
+            let q: Vec<u8> = (0..12).map(|_| rng.next_u32() as u8).collect();
+            let (sc, m) = q4k_scale_bytes(&q);
+            for j in 0..8 {
+                assert_eq!((sc[j], m[j]), get_scale_min_k4(j, &q), "sub-block {j} of {q:?}");
             }
         }
     }

@@ -194,9 +194,15 @@ impl SuperBlock for Q6Ks {
     /// `d · scale` of each 16-element group.
     type Head = [f32; 16];
 
-    #[inline(always)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
     unsafe fn head(p: *const u8) -> Self::Head {
-        crate::quant::q6k_scales(std::slice::from_raw_parts(p, Self::BYTES))
+        // `quant::q6k_scales`' products, 16 at once.
+        let d = crate::quant::f16_at(std::slice::from_raw_parts(p, Self::BYTES), 208);
+        let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(192) as *const __m128i)));
+        let mut out = [0f32; 16];
+        _mm512_storeu_ps(out.as_mut_ptr(), _mm512_mul_ps(_mm512_set1_ps(d), sc));
+        out
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
