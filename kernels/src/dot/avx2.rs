@@ -13,7 +13,7 @@ use crate::dtype::DType;
 use crate::quant::{f16_at, f32_at};
 use std::arch::x86_64::*;
 
-type Acc = [__m256; 4];
+pub(crate) type Acc = [__m256; 4];
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -32,7 +32,7 @@ unsafe fn fma4(w: [__m256; 4], x: *const f32, acc: &mut Acc) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn reduce(acc: Acc) -> f32 {
+pub(crate) unsafe fn reduce(acc: Acc) -> f32 {
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -9,7 +9,7 @@
 //! `x.len()` is a whole number of blocks and `w` holds exactly that many blocks.
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 pub mod scalar;

@@ -29,6 +29,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16dot;
@@ -242,6 +244,10 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
                 unsafe { *o.at(r) = dot_row(w.dtype, w.row(r), x) };
             }
         } else {
+            #[cfg(target_arch = "x86_64")]
+            if simd_level() == SimdLevel::Avx2 {
+                return avx2_rows(w, x, r0, r1, n_tokens, o);
+            }
             with_scratch(cols, |scratch| {
                 for r in r0..r1 {
                     dequantize_row(w.dtype, w.row(r), scratch);
@@ -253,6 +259,48 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
             })
         }
     });
+}
+
+/// Rows `r0..r1` of `w` against all `n_tokens` tokens of `x` on AVX2: the rows are
+/// expanded once into the scratch (the reference dequantizer's values), then each block
+/// of 64 tokens (whose activations stay in L2) meets every row, three tokens per
+/// `avx2::row_x_tokens`: each output has `dot_f32`'s bits, as in the one-token path.
+#[cfg(target_arch = "x86_64")]
+fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize, o: Out) {
+    const TOKENS: usize = 64;
+    let (rows, cols) = (w.rows, w.cols);
+    with_scratch((r1 - r0) * cols, |scratch| {
+        for r in r0..r1 {
+            dequantize_row(w.dtype, w.row(r), &mut scratch[(r - r0) * cols..(r - r0 + 1) * cols]);
+        }
+        let xp = |t: usize| x[t * cols..].as_ptr();
+        for t0 in (0..n_tokens).step_by(TOKENS) {
+            let t1 = (t0 + TOKENS).min(n_tokens);
+            for r in r0..r1 {
+                let wr = scratch[(r - r0) * cols..].as_ptr();
+                let mut t = t0;
+                // SAFETY: the level is AVX2 (checked by the caller); the row and tokens hold
+                // `cols` values; this task owns row r's outputs.
+                unsafe {
+                    while t < t1 {
+                        let mut v = [0f32; 3];
+                        let n = (t1 - t).min(3);
+                        match n {
+                            3 => avx2::row_x_tokens::<3>(wr, [xp(t), xp(t + 1), xp(t + 2)], cols, &mut v),
+                            2 => {
+                                avx2::row_x_tokens::<2>(wr, [xp(t), xp(t + 1)], cols, (&mut v[..2]).try_into().unwrap())
+                            }
+                            _ => avx2::row_x_tokens::<1>(wr, [xp(t)], cols, (&mut v[..1]).try_into().unwrap()),
+                        }
+                        for (c, vc) in v[..n].iter().enumerate() {
+                            *o.at((t + c) * rows + r) = *vc;
+                        }
+                        t += n;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Rows per chunk of the several-token AVX-512 path, and tokens per block of it.
