@@ -18,6 +18,9 @@
 //! shared `exp` (max, `e^(s − max)`, sum over positions in order, times `1/sum`), then
 //! `out = Σ_p prob[p]·v[p]` over positions in order. The arithmetic of a query depends
 //! only on its own row, the cache and its position — never on the rest of the batch.
+//! The scalar reference (`scalar_group`), AVX2 (one query, 8 lanes) and AVX-512 (up to 6
+//! queries sharing each K/V load, 16 lanes) run these operations lane for lane, so every
+//! level gives the same bits (tested).
 
 use crate::aligned::AlignedBuf;
 use crate::exp::exp_scalar;
@@ -41,6 +44,12 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// AVX-512 available; 16 elements readable at `p`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// The 8 elements at `p`, widened to f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; 8 elements readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl KvElem for f32 {
@@ -55,6 +64,12 @@ impl KvElem for f32 {
     #[inline]
     unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
         std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
     }
 }
 
@@ -74,6 +89,14 @@ impl KvElem for half::bf16 {
         let w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
     }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const half::bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+    }
 }
 
 /// F16 (llama.cpp's default cache type), rounded to nearest even; beyond ±65504 it
@@ -91,6 +114,13 @@ impl KvElem for half::f16 {
     unsafe fn load16(p: *const half::f16) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
         _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
     }
 }
 
@@ -218,9 +248,11 @@ pub fn paged_attention_at<E: KvElem>(
     // Task (t, g) writes only the heads of KV group g of token t.
     let optr = SharedMut::new(out);
     let simd = matches!(level, SimdLevel::Avx512) && cfg!(target_arch = "x86_64") && hd % 16 == 0 && hd <= 512;
+    // AVX2: the scalar reference's operations eight lanes at a time (same bits).
+    let avx2 = matches!(level, SimdLevel::Avx2) && cfg!(target_arch = "x86_64") && hd % 16 == 0;
     // A task: one KV head of `tokens` consecutive query tokens of one sequence (the SIMD
     // tile takes up to 6 queries, so several tokens share each K/V load).
-    let per_task = if simd { (6 / group).max(1) } else { 1 };
+    let per_task = if simd || avx2 { (6 / group).max(1) } else { 1 };
     let tasks = &mut plan.tasks;
     tasks.clear();
     for seq in seqs {
@@ -257,6 +289,18 @@ pub fn paged_attention_at<E: KvElem>(
                     }
                     // SAFETY: the level guarantees AVX-512; shapes checked above.
                     unsafe { avx512::queries(&qs[..nt * group], table, max_pos, kv, g, scale, &mut sc) };
+                }
+            } else if avx2 {
+                #[cfg(target_arch = "x86_64")]
+                for i in 0..nt {
+                    let (t, n_pos) = (t0 + i, token_seq[t0 + i].1);
+                    for j in 0..group {
+                        let row = t * n_heads + g * group + j;
+                        // SAFETY: the level guarantees AVX2; this task owns these heads.
+                        unsafe {
+                            avx2::query(q[row * hd..].as_ptr(), n_pos, table, kv, g, scale, &mut sc, optr.at(row * hd))
+                        };
+                    }
                 }
             } else {
                 let (t, n_pos) = (t0, token_seq[t0].1);
@@ -361,6 +405,98 @@ fn tree_sum16(l: &[f32; 16]) -> f32 {
     let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
     let c: [f32; 2] = std::array::from_fn(|i| b[i] + b[i + 2]);
     c[0] + c[1]
+}
+
+/// `scalar_group`'s operations for one query, eight lanes at a time: the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{KvElem, PagedKv, BLOCK};
+    use crate::exp::avx2::exp8;
+    use std::arch::x86_64::*;
+
+    /// One query head (`q`, `head_dim` values) against KV head `g`'s positions
+    /// `0..n_pos`; writes its output at `out`. `sc` holds at least `n_pos` rounded up to
+    /// a block.
+    ///
+    /// SAFETY: AVX2, FMA and F16C available; `head_dim % 16 == 0`; the table covers
+    /// `n_pos`; `out` holds `head_dim` values owned by the caller.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn query<E: KvElem>(
+        q: *const f32,
+        n_pos: usize,
+        table: &[u32],
+        kv: &PagedKv<E>,
+        g: usize,
+        scale: f32,
+        sc: &mut [f32],
+        out: *mut f32,
+    ) {
+        let hd = kv.head_dim;
+        let n_blocks = n_pos.div_ceil(BLOCK);
+        let s = sc.as_mut_ptr();
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        // Scores: per position, Σ_d q[d]·K[d][p] in order over d, then × scale.
+        for (bi, &b) in table[..n_blocks].iter().enumerate() {
+            let kb = kv.k.as_ptr().add(kv.offset(b, g));
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for d in 0..hd {
+                let qd = _mm256_set1_ps(*q.add(d));
+                for h in 0..2 {
+                    acc[h] = _mm256_fmadd_ps(qd, E::load8(kb.add(d * BLOCK + 8 * h)), acc[h]);
+                }
+            }
+            for h in 0..2 {
+                let first = bi * BLOCK + 8 * h;
+                let valid = n_pos.saturating_sub(first).min(8) as i32;
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lane));
+                let v = _mm256_blendv_ps(neg_inf, _mm256_mul_ps(acc[h], _mm256_set1_ps(scale)), keep);
+                _mm256_storeu_ps(s.add(first), v);
+            }
+        }
+        // Softmax: max, e^(s - max), 16 lane sums in order (two vectors), the fixed tree, × 1/sum.
+        let n_padded = n_blocks * BLOCK;
+        let mut mx = neg_inf;
+        for i in (0..n_padded).step_by(8) {
+            mx = _mm256_max_ps(mx, _mm256_loadu_ps(s.add(i)));
+        }
+        let mut m = [0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), mx);
+        let max = _mm256_set1_ps(m.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        let mut sum = [_mm256_setzero_ps(); 2];
+        for bi in 0..n_blocks {
+            for h in 0..2 {
+                let p = s.add(bi * BLOCK + 8 * h);
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), max));
+                _mm256_storeu_ps(p, e);
+                sum[h] = _mm256_add_ps(sum[h], e);
+            }
+        }
+        // `tree_sum16`: lanes l + l+8, then + l+4, + l+2, + l+1.
+        let a = _mm256_add_ps(sum[0], sum[1]);
+        let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let mut c = [0f32; 4];
+        _mm_storeu_ps(c.as_mut_ptr(), b);
+        let inv = _mm256_set1_ps(1.0 / ((c[0] + c[2]) + (c[1] + c[3])));
+        for i in (0..n_padded).step_by(8) {
+            _mm256_storeu_ps(s.add(i), _mm256_mul_ps(_mm256_loadu_ps(s.add(i)), inv));
+        }
+        // Output: out[d] = Σ_p prob[p]·v[p][d] in order over p, 16 dims (two vectors) per pass.
+        for d0 in (0..hd).step_by(16) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for p in 0..n_pos {
+                let vr = kv.v.as_ptr().add(kv.offset(table[p / BLOCK], g) + (p % BLOCK) * hd + d0);
+                let w = _mm256_set1_ps(*s.add(p));
+                for h in 0..2 {
+                    acc[h] = _mm256_fmadd_ps(w, E::load8(vr.add(8 * h)), acc[h]);
+                }
+            }
+            for h in 0..2 {
+                _mm256_storeu_ps(out.add(d0 + 8 * h), acc[h]);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -707,6 +843,39 @@ mod tests {
             assert_eq!(<half::f16 as KvElem>::from_f32(x).to_f32(), want, "{x}");
         }
         assert!(<half::f16 as KvElem>::from_f32(f32::NAN).to_f32().is_nan());
+    }
+
+    /// The SIMD levels run the scalar reference's operations lane by lane: the same bits,
+    /// for every cache type, prefill chunks and single decode tokens alike.
+    fn simd_levels_are_the_scalar_bits<E: KvElem>() {
+        for (nh, nkv, hd) in [(6, 2, 16), (9, 3, 64), (8, 2, 32)] {
+            let mut rng = Lcg(17 + hd as u64);
+            let (table, nb) = ([4u32, 1, 6, 2], 7usize);
+            let (mut kc, mut vc) =
+                (vec![E::default(); layer_len(nb, nkv, hd)], vec![E::default(); layer_len(nb, nkv, hd)]);
+            for p in 0..60 {
+                let k: Vec<f32> = (0..nkv * hd).map(|_| rng.normal() * 2.0).collect();
+                let v: Vec<f32> = (0..nkv * hd).map(|_| rng.normal()).collect();
+                write_kv(&mut kc, &mut vc, table[p / BLOCK] as usize * BLOCK + p % BLOCK, &k, &v, nkv, hd);
+            }
+            for (ctx, ql) in [(60usize, 7usize), (33, 1), (16, 16), (1, 1)] {
+                let q: Vec<f32> = (0..ql * nh * hd).map(|_| rng.normal()).collect();
+                let seqs = [AttnSeq { query_start: 0, query_len: ql, context_len: ctx, block_table: &table }];
+                let want = attend(SimdLevel::Scalar, &q, &seqs, &kc, &vc, nh, nkv, hd);
+                for level in available_levels() {
+                    let got = attend(level, &q, &seqs, &kc, &vc, nh, nkv, hd);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{} hd={hd} ctx={ctx} q_len={ql}", level.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_levels_are_the_scalar_bits_f32_f16_bf16() {
+        simd_levels_are_the_scalar_bits::<f32>();
+        simd_levels_are_the_scalar_bits::<half::f16>();
+        simd_levels_are_the_scalar_bits::<half::bf16>();
     }
 
     #[test]

@@ -126,9 +126,71 @@ pub mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{C, LN2_HI, LN2_LO, LO};
+    use std::arch::x86_64::*;
+
+    /// e^x on 8 lanes, lane for lane equal to `exp_scalar`. AVX2 has no `vscalefps`:
+    /// `p · 2^n` is `(p · 2^(n - a)) · 2^a`, the first product exact (a normal result),
+    /// so only the second rounds, once, as `vscalefps` does: `a = -64` where the result
+    /// is subnormal (n < -100), `a = 1` where 2^n is not a normal f32 (n = 128), else 0.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(LO)), _mm256_set1_ps(89.0));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+        let mut p = _mm256_set1_ps(C[0]);
+        for c in &C[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+        }
+        let p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+        let ni = _mm256_cvtps_epi32(n);
+        let low = _mm256_cmpgt_epi32(_mm256_set1_epi32(-100), ni);
+        let high = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
+        let a = _mm256_or_si256(
+            _mm256_and_si256(low, _mm256_set1_epi32(-64)),
+            _mm256_and_si256(high, _mm256_set1_epi32(1)),
+        );
+        let pow2 =
+            |e: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(e, _mm256_set1_epi32(127))));
+        _mm256_mul_ps(_mm256_mul_ps(p, pow2(_mm256_sub_epi32(ni, a))), pow2(a))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `avx2::exp8` is `exp_scalar` bit for bit, normal and subnormal results, overflow,
+    /// infinities and NaN included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_exp_is_the_scalar_bits() {
+        if !crate::simd::available_levels().contains(&crate::simd::SimdLevel::Avx2) {
+            return;
+        }
+        let mut xs: Vec<f32> = (-300_000..=240_000).map(|i| i as f32 * 0.000375).collect();
+        xs.extend([0.0, -0.0, 88.7, 88.73, 89.0, 95.0, -87.3, -103.0, -104.5, -109.9, -150.0]);
+        xs.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
+        xs.resize(xs.len().div_ceil(8) * 8, 1.0);
+        for chunk in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm256_storeu_ps(got.as_mut_ptr(), avx2::exp8(_mm256_loadu_ps(chunk.as_ptr())));
+            }
+            for (x, y) in chunk.iter().zip(got) {
+                assert_eq!(y.to_bits(), exp_scalar(*x).to_bits(), "x={x}: avx2 {y} vs scalar {}", exp_scalar(*x));
+            }
+        }
+    }
 
     fn ulps(a: f32, b: f64) -> f64 {
         let b32 = b as f32;
