@@ -23,6 +23,9 @@ fn silu_mul_serial(gate: &mut [f32], up: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level guarantees AVX-512; lengths checked.
         SimdLevel::Avx512 => unsafe { avx512(gate, up) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level guarantees AVX2 and FMA; lengths checked.
+        SimdLevel::Avx2 => unsafe { avx2(gate, up) },
         _ => {
             for (g, u) in gate.iter_mut().zip(up) {
                 *g = *g / (1.0 + exp_scalar(-*g)) * u;
@@ -50,8 +53,54 @@ unsafe fn avx512(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Eight lanes at a time (`exp8` is `exp_scalar` lane for lane); the tail as the scalar path.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2(gate: &mut [f32], up: &[f32]) {
+    use crate::exp::avx2::exp8;
+    use std::arch::x86_64::*;
+    let n = gate.len();
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let u = _mm256_loadu_ps(up.as_ptr().add(i));
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u));
+        i += 8;
+    }
+    for (g, u) in gate[i..].iter_mut().zip(&up[i..]) {
+        *g = *g / (1.0 + exp_scalar(-*g)) * u;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// The SIMD levels give the scalar path's bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_levels_are_the_scalar_bits() {
+        use crate::simd::{available_levels, SimdLevel};
+        let mut rng = crate::test_util::Lcg(8);
+        let n = 16 * 40 + 13;
+        let g: Vec<f32> = (0..n).map(|_| rng.normal() * 8.0).collect();
+        let up: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let want: Vec<u32> =
+            g.iter().zip(&up).map(|(g, u)| (*g / (1.0 + crate::exp::exp_scalar(-*g)) * u).to_bits()).collect();
+        for level in available_levels() {
+            let mut got = g.clone();
+            // SAFETY: each call's level is available on this CPU.
+            unsafe {
+                match level {
+                    SimdLevel::Avx512 => super::avx512(&mut got, &up),
+                    SimdLevel::Avx2 => super::avx2(&mut got, &up),
+                    _ => continue,
+                }
+            }
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{}", level.name());
+        }
+    }
+
     #[test]
     fn silu_values() {
         let mut g: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 9.0).collect();

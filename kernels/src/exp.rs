@@ -39,6 +39,9 @@ pub fn exp_slice(x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level guarantees AVX-512F.
         crate::simd::SimdLevel::Avx512 => unsafe { avx512::exp_slice(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level guarantees AVX2 and FMA.
+        crate::simd::SimdLevel::Avx2 => unsafe { avx2::exp_slice(x) },
         _ => x.iter_mut().for_each(|v| *v = exp_scalar(*v)),
     }
 }
@@ -54,6 +57,9 @@ pub fn logsumexp(x: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level guarantees AVX-512F.
         crate::simd::SimdLevel::Avx512 => unsafe { avx512::sum_exp_shifted(x, max) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level guarantees AVX2 and FMA.
+        crate::simd::SimdLevel::Avx2 => unsafe { avx2::sum_exp_shifted(x, max) },
         _ => {
             let mut lanes = [0f32; 16];
             for (i, v) in x.iter().enumerate() {
@@ -161,6 +167,49 @@ pub mod avx2 {
             |e: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(e, _mm256_set1_epi32(127))));
         _mm256_mul_ps(_mm256_mul_ps(p, pow2(_mm256_sub_epi32(ni, a))), pow2(a))
     }
+
+    /// Σ e^(x − max) over the non-NaN entries, in `logsumexp`'s 16 lanes (two vectors of
+    /// 8; the tail padded with NaN, which is skipped) and its tree.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn sum_exp_shifted(x: &[f32], max: f32) -> f32 {
+        let m = _mm256_set1_ps(max);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut add16 = |p: *const f32| {
+            for (h, a) in acc.iter_mut().enumerate() {
+                let v = _mm256_loadu_ps(p.add(8 * h));
+                let e = _mm256_and_ps(exp8(_mm256_sub_ps(v, m)), _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
+                *a = _mm256_add_ps(*a, e);
+            }
+        };
+        let full = x.len() / 16 * 16;
+        for i in (0..full).step_by(16) {
+            add16(x.as_ptr().add(i));
+        }
+        if full < x.len() {
+            let mut tail = [f32::NAN; 16];
+            tail[..x.len() - full].copy_from_slice(&x[full..]);
+            add16(tail.as_ptr());
+        }
+        let a = _mm256_add_ps(acc[0], acc[1]);
+        let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let mut c = [0f32; 4];
+        _mm_storeu_ps(c.as_mut_ptr(), b);
+        (c[0] + c[2]) + (c[1] + c[3])
+    }
+
+    /// `exp8` over the slice; the tail as `exp_scalar` (the same values).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn exp_slice(x: &mut [f32]) {
+        let mut i = 0;
+        while i + 8 <= x.len() {
+            let p = x.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, exp8(_mm256_loadu_ps(p)));
+            i += 8;
+        }
+        for v in &mut x[i..] {
+            *v = super::exp_scalar(*v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +237,42 @@ mod tests {
             }
             for (x, y) in chunk.iter().zip(got) {
                 assert_eq!(y.to_bits(), exp_scalar(*x).to_bits(), "x={x}: avx2 {y} vs scalar {}", exp_scalar(*x));
+            }
+        }
+    }
+
+    /// `logsumexp`'s sum at AVX2 and AVX-512 is the scalar lanes-and-tree sum, bit for bit
+    /// (NaNs skipped, a partial last group of 16).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_sums_are_the_scalar_bits() {
+        use crate::simd::{available_levels, SimdLevel};
+        let mut rng = crate::test_util::Lcg(6);
+        for n in [1usize, 15, 16, 17, 100, 49157] {
+            let mut x: Vec<f32> = (0..n).map(|_| rng.normal() * 5.0).collect();
+            if n > 20 {
+                x[7] = f32::NAN;
+            }
+            let max = x.iter().cloned().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+            let mut lanes = [0f32; 16];
+            for (i, v) in x.iter().enumerate() {
+                if !v.is_nan() {
+                    lanes[i % 16] += exp_scalar(v - max);
+                }
+            }
+            let a: [f32; 8] = std::array::from_fn(|i| lanes[i] + lanes[i + 8]);
+            let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+            let want = (b[0] + b[2]) + (b[1] + b[3]);
+            for level in available_levels() {
+                // SAFETY: each level is available on this CPU.
+                let got = unsafe {
+                    match level {
+                        SimdLevel::Avx512 => avx512::sum_exp_shifted(&x, max),
+                        SimdLevel::Avx2 => avx2::sum_exp_shifted(&x, max),
+                        _ => continue,
+                    }
+                };
+                assert_eq!(got.to_bits(), want.to_bits(), "n={n} {}", level.name());
             }
         }
     }
