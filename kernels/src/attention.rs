@@ -20,7 +20,8 @@
 //! only on its own row, the cache and its position — never on the rest of the batch.
 //! The scalar reference (`scalar_group`), AVX2 (one query, 8 lanes) and AVX-512 (up to 6
 //! queries sharing each K/V load, 16 lanes) run these operations lane for lane, so every
-//! level gives the same bits (tested).
+//! level gives the same bits (tested) — while no score is NaN (a NaN query or an infinite
+//! f32 K): the SIMD max then drops a lane's earlier maximum, the scalar fold skips the NaN.
 
 use crate::aligned::AlignedBuf;
 use crate::exp::exp_scalar;

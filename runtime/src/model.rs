@@ -55,7 +55,9 @@ struct Workspace {
 }
 
 /// `v` emptied, as a vector of another lifetime that keeps `v`'s allocation (an
-/// in-place collect: same element layout, nothing to move).
+/// in-place collect: same element layout, nothing to move). That reuse is std's in-place
+/// iteration, an optimisation rather than a documented guarantee: `tests/no_alloc.rs`
+/// fails if it stops happening.
 fn recycle<'b>(mut v: Vec<AttnSeq<'_>>) -> Vec<AttnSeq<'b>> {
     v.clear();
     v.into_iter().map(|_| unreachable!("the vector is empty")).collect()

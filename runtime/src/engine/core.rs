@@ -196,6 +196,7 @@ impl EngineCore {
         match self.model.forward_into(&batch, &mut self.kv, &mut logits) {
             Ok(()) => {}
             Err(e) => {
+                self.logits = logits;
                 // A model fault fails this step's requests, not the engine.
                 for s in &out.scheduled {
                     if let Some(st) = self.states.remove(&s.id) {
