@@ -24,7 +24,7 @@
 //! f32 K): the SIMD max then drops a lane's earlier maximum, the scalar fold skips the NaN.
 
 use crate::aligned::AlignedBuf;
-use crate::exp::exp_scalar;
+use crate::exp::{exp_scalar, tree_sum16};
 use crate::parallel::SharedMut;
 use crate::shares::deal;
 use crate::simd::{simd_level, SimdLevel};
@@ -400,19 +400,11 @@ fn softmax_scalar(s: &mut [f32], n_pos: usize) {
     }
 }
 
-/// `_mm512_reduce_add_ps`'s order: halves of 8, then 4, 2, 1.
-fn tree_sum16(l: &[f32; 16]) -> f32 {
-    let a: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
-    let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
-    let c: [f32; 2] = std::array::from_fn(|i| b[i] + b[i + 2]);
-    c[0] + c[1]
-}
-
 /// `scalar_group`'s operations for one query, eight lanes at a time: the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{KvElem, PagedKv, BLOCK};
-    use crate::exp::avx2::exp8;
+    use crate::exp::avx2::{exp8, tree_sum16};
     use std::arch::x86_64::*;
 
     /// One query head (`q`, `head_dim` values) against KV head `g`'s positions
@@ -474,12 +466,7 @@ mod avx2 {
                 sum[h] = _mm256_add_ps(sum[h], e);
             }
         }
-        // `tree_sum16`: lanes l + l+8, then + l+4, + l+2, + l+1.
-        let a = _mm256_add_ps(sum[0], sum[1]);
-        let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-        let mut c = [0f32; 4];
-        _mm_storeu_ps(c.as_mut_ptr(), b);
-        let inv = _mm256_set1_ps(1.0 / ((c[0] + c[2]) + (c[1] + c[3])));
+        let inv = _mm256_set1_ps(1.0 / tree_sum16(sum[0], sum[1]));
         for i in (0..n_padded).step_by(8) {
             _mm256_storeu_ps(s.add(i), _mm256_mul_ps(_mm256_loadu_ps(s.add(i)), inv));
         }

@@ -60,19 +60,29 @@ pub fn logsumexp(x: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level guarantees AVX2 and FMA.
         crate::simd::SimdLevel::Avx2 => unsafe { avx2::sum_exp_shifted(x, max) },
-        _ => {
-            let mut lanes = [0f32; 16];
-            for (i, v) in x.iter().enumerate() {
-                if !v.is_nan() {
-                    lanes[i % 16] += exp_scalar(v - max);
-                }
-            }
-            let a: [f32; 8] = std::array::from_fn(|i| lanes[i] + lanes[i + 8]);
-            let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
-            (b[0] + b[2]) + (b[1] + b[3])
-        }
+        _ => sum_exp_shifted(x, max),
     };
     (max as f64 + (sum as f64).ln()) as f32
+}
+
+/// Σ e^(x − max) over the non-NaN entries: lane `l` sums `i ≡ l mod 16` in order, then
+/// `tree_sum16` (the reference for the SIMD levels' sums).
+fn sum_exp_shifted(x: &[f32], max: f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (i, v) in x.iter().enumerate() {
+        if !v.is_nan() {
+            lanes[i % 16] += exp_scalar(v - max);
+        }
+    }
+    tree_sum16(&lanes)
+}
+
+/// `_mm512_reduce_add_ps`'s order: halves of 8, then 4, 2, 1.
+pub(crate) fn tree_sum16(l: &[f32; 16]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
+    let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
+    let c: [f32; 2] = std::array::from_fn(|i| b[i] + b[i + 2]);
+    c[0] + c[1]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -190,7 +200,14 @@ pub mod avx2 {
             tail[..x.len() - full].copy_from_slice(&x[full..]);
             add16(tail.as_ptr());
         }
-        let a = _mm256_add_ps(acc[0], acc[1]);
+        tree_sum16(acc[0], acc[1])
+    }
+
+    /// `super::tree_sum16` of the 16 lanes `lo` (0..8) and `hi` (8..16).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn tree_sum16(lo: __m256, hi: __m256) -> f32 {
+        let a = _mm256_add_ps(lo, hi);
         let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
         let mut c = [0f32; 4];
         _mm_storeu_ps(c.as_mut_ptr(), b);
@@ -254,15 +271,7 @@ mod tests {
                 x[7] = f32::NAN;
             }
             let max = x.iter().cloned().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
-            let mut lanes = [0f32; 16];
-            for (i, v) in x.iter().enumerate() {
-                if !v.is_nan() {
-                    lanes[i % 16] += exp_scalar(v - max);
-                }
-            }
-            let a: [f32; 8] = std::array::from_fn(|i| lanes[i] + lanes[i + 8]);
-            let b: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
-            let want = (b[0] + b[2]) + (b[1] + b[3]);
+            let want = sum_exp_shifted(&x, max);
             for level in available_levels() {
                 // SAFETY: each level is available on this CPU.
                 let got = unsafe {

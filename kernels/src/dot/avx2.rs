@@ -48,21 +48,41 @@ unsafe fn load_f32x32(p: *const f32) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let mut acc = zero();
-    let full = n / 32 * 32;
+    let mut out = [0f32];
+    dot_f32_many::<1>(a.as_ptr(), [b.as_ptr()], a.len(), &mut out);
+    out[0]
+}
+
+/// `out[c] = dot_f32(w[..k], x[c][..k])` for `C` tokens at once: one row's weight vectors
+/// serve `C` FMAs, and `4·C` chains hide the FMA latency (`C <= 3` fits the 16 registers).
+/// The chains only interleave: each output has `dot_f32`'s order and bits.
+///
+/// SAFETY: AVX2, FMA and F16C available; `w` and every `x[c]` hold `k` f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32_many<const C: usize>(w: *const f32, x: [*const f32; C], k: usize, out: &mut [f32; C]) {
+    let mut acc = [zero(); C];
+    let full = k / 32 * 32;
     let mut i = 0;
     while i < full {
-        fma4(load_f32x32(a.as_ptr().add(i)), b.as_ptr().add(i), &mut acc);
+        let wv = load_f32x32(w.add(i));
+        for c in 0..C {
+            fma4(wv, x[c].add(i), &mut acc[c]);
+        }
         i += 32;
     }
-    if full < n {
-        let (mut ta, mut tb) = ([0f32; 32], [0f32; 32]);
-        ta[..n - full].copy_from_slice(&a[full..]);
-        tb[..n - full].copy_from_slice(&b[full..n]);
-        fma4(load_f32x32(ta.as_ptr()), tb.as_ptr(), &mut acc);
+    if full < k {
+        // The last chunk zero-padded.
+        let mut tw = [0f32; 32];
+        tw[..k - full].copy_from_slice(std::slice::from_raw_parts(w.add(full), k - full));
+        for c in 0..C {
+            let mut tx = [0f32; 32];
+            tx[..k - full].copy_from_slice(std::slice::from_raw_parts(x[c].add(full), k - full));
+            fma4(load_f32x32(tw.as_ptr()), tx.as_ptr(), &mut acc[c]);
+        }
     }
-    reduce(acc)
+    for c in 0..C {
+        out[c] = reduce(acc[c]);
+    }
 }
 
 /// 32 halves (f16 or bf16) at `p` as f32.

@@ -29,8 +29,6 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
-#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16dot;
@@ -264,7 +262,7 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
 /// Rows `r0..r1` of `w` against all `n_tokens` tokens of `x` on AVX2: the rows are
 /// expanded once into the scratch (the reference dequantizer's values), then each block
 /// of 64 tokens (whose activations stay in L2) meets every row, three tokens per
-/// `avx2::row_x_tokens`: each output has `dot_f32`'s bits, as in the one-token path.
+/// `dot::avx2::dot_f32_many`: each output has `dot_f32`'s bits, as in the one-token path.
 #[cfg(target_arch = "x86_64")]
 fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize, o: Out) {
     const TOKENS: usize = 64;
@@ -286,11 +284,19 @@ fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize,
                         let mut v = [0f32; 3];
                         let n = (t1 - t).min(3);
                         match n {
-                            3 => avx2::row_x_tokens::<3>(wr, [xp(t), xp(t + 1), xp(t + 2)], cols, &mut v),
-                            2 => {
-                                avx2::row_x_tokens::<2>(wr, [xp(t), xp(t + 1)], cols, (&mut v[..2]).try_into().unwrap())
-                            }
-                            _ => avx2::row_x_tokens::<1>(wr, [xp(t)], cols, (&mut v[..1]).try_into().unwrap()),
+                            3 => crate::dot::avx2::dot_f32_many::<3>(wr, [xp(t), xp(t + 1), xp(t + 2)], cols, &mut v),
+                            2 => crate::dot::avx2::dot_f32_many::<2>(
+                                wr,
+                                [xp(t), xp(t + 1)],
+                                cols,
+                                (&mut v[..2]).try_into().unwrap(),
+                            ),
+                            _ => crate::dot::avx2::dot_f32_many::<1>(
+                                wr,
+                                [xp(t)],
+                                cols,
+                                (&mut v[..1]).try_into().unwrap(),
+                            ),
                         }
                         for (c, vc) in v[..n].iter().enumerate() {
                             *o.at((t + c) * rows + r) = *vc;
