@@ -64,6 +64,7 @@ export KEEL_TABLES_PYTHON="$tables_venv/bin/python"
 export KEEL_REQUIRE_TEST_ASSETS=1
 cargo test --workspace "$@"
 for level in avx2 scalar; do
-  echo "== model tests with KEEL_SIMD=$level"
+  echo "== kernel and model tests with KEEL_SIMD=$level"
+  KEEL_SIMD=$level cargo test -p keel-kernels --lib "$@"
   KEEL_SIMD=$level cargo test -p keel-runtime --test tiny_models --test smollm2 --test no_alloc "$@"
 done
