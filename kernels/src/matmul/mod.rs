@@ -14,7 +14,10 @@
 //!   dequantizer), then a 6-row × 4-token register-tiled micro-kernel runs them against a
 //!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
 //!   rows it will take next, across chunks of its own share.
-//! * AVX2 / scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
+//! * AVX2, one token: the same contiguous shares of 16-row blocks, one `dot_row` per row,
+//!   the row 4 ahead prefetched. Several tokens: 16-row tasks, each row expanded once and
+//!   run against 64-token blocks, three tokens per `dot_f32_many`.
+//! * Scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
 //! * Opt-in `Precision::Medium` (set per process), on CPUs with AVX512-BF16: `bf16dot`
 //!   (weights and activations rounded to BF16, BF16 dot products; not exact, batch
 //!   invariant within itself). Other CPUs stay on the exact paths above.
