@@ -48,40 +48,78 @@ unsafe fn load_f32x32(p: *const f32) -> [__m256; 4] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut out = [0f32];
-    dot_f32_many::<1>(a.as_ptr(), [b.as_ptr()], a.len(), &mut out);
-    out[0]
+    let mut out = [[0f32]];
+    dot_f32_tile::<1, 1>([a.as_ptr()], [b.as_ptr()], a.len(), &mut out);
+    out[0][0]
 }
 
-/// `out[c] = dot_f32(w[..k], x[c][..k])` for `C` tokens at once: one row's weight vectors
-/// serve `C` FMAs, and `4·C` chains hide the FMA latency (`C <= 3` fits the 16 registers).
-/// The chains only interleave: each output has `dot_f32`'s order and bits.
+/// `out[r][c] = dot_f32(w[r][..k], x[c][..k])` for `R` rows × `C` tokens, `R·C <= 3` (the
+/// `4·R·C` accumulators fill the 16 registers): one vector load serves `R` or `C` FMAs.
+/// Several rows and one token keep the token's loads to one per 8 elements, the rows' in
+/// L1 (the several-token matmul's shape); one row and several tokens are the other way
+/// round. The chains only interleave: each output has `dot_f32`'s order and bits.
 ///
-/// SAFETY: AVX2, FMA and F16C available; `w` and every `x[c]` hold `k` f32.
+/// SAFETY: AVX2, FMA and F16C available; every `w[r]` and `x[c]` holds `k` f32.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_f32_many<const C: usize>(w: *const f32, x: [*const f32; C], k: usize, out: &mut [f32; C]) {
-    let mut acc = [zero(); C];
+pub unsafe fn dot_f32_tile<const R: usize, const C: usize>(
+    w: [*const f32; R],
+    x: [*const f32; C],
+    k: usize,
+    out: &mut [[f32; C]; R],
+) {
+    let mut acc = [[zero(); C]; R];
     let full = k / 32 * 32;
     let mut i = 0;
     while i < full {
-        let wv = load_f32x32(w.add(i));
-        for c in 0..C {
-            fma4(wv, x[c].add(i), &mut acc[c]);
-        }
+        step(w.map(|p| p.add(i)), x.map(|p| p.add(i)), &mut acc);
         i += 32;
     }
     if full < k {
         // The last chunk zero-padded.
-        let mut tw = [0f32; 32];
-        tw[..k - full].copy_from_slice(std::slice::from_raw_parts(w.add(full), k - full));
+        let mut tw = [[0f32; 32]; R];
+        let mut tx = [[0f32; 32]; C];
+        for (t, p) in tw.iter_mut().zip(w) {
+            t[..k - full].copy_from_slice(std::slice::from_raw_parts(p.add(full), k - full));
+        }
+        for (t, p) in tx.iter_mut().zip(x) {
+            t[..k - full].copy_from_slice(std::slice::from_raw_parts(p.add(full), k - full));
+        }
+        let mut tws = [std::ptr::null(); R];
+        let mut txs = [std::ptr::null(); C];
+        for r in 0..R {
+            tws[r] = tw[r].as_ptr();
+        }
         for c in 0..C {
-            let mut tx = [0f32; 32];
-            tx[..k - full].copy_from_slice(std::slice::from_raw_parts(x[c].add(full), k - full));
-            fma4(load_f32x32(tw.as_ptr()), tx.as_ptr(), &mut acc[c]);
+            txs[c] = tx[c].as_ptr();
+        }
+        step(tws, txs, &mut acc);
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = reduce(acc[r][c]);
         }
     }
-    for c in 0..C {
-        out[c] = reduce(acc[c]);
+}
+
+/// One 32-element chunk of `dot_f32_tile`: `acc[r][c][q] += w[r][8q..] · x[c][8q..]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn step<const R: usize, const C: usize>(w: [*const f32; R], x: [*const f32; C], acc: &mut [[Acc; C]; R]) {
+    for q in 0..4 {
+        if R == 1 {
+            let wv = _mm256_loadu_ps(w[0].add(8 * q));
+            for c in 0..C {
+                acc[0][c][q] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[c].add(8 * q)), acc[0][c][q]);
+            }
+        } else {
+            let xv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(x[c].add(8 * q)));
+            for r in 0..R {
+                let wv = _mm256_loadu_ps(w[r].add(8 * q));
+                for c in 0..C {
+                    acc[r][c][q] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][q]);
+                }
+            }
+        }
     }
 }
 

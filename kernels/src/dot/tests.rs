@@ -81,10 +81,11 @@ fn wrong_row_length_is_caught() {
     dot_row(DType::Q4_1, &[0u8; 20], &[0f32; 64]);
 }
 
-/// Several tokens at once give each token `dot_f32`'s bits, for whole and partial chunks.
+/// Several tokens (or rows) at once give each token (row) `dot_f32`'s bits, for whole and
+/// partial chunks.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn avx2_dot_f32_many_is_each_tokens_dot_f32() {
+fn avx2_tiles_are_each_outputs_dot_f32() {
     if !available_levels().contains(&SimdLevel::Avx2) {
         return;
     }
@@ -93,13 +94,29 @@ fn avx2_dot_f32_many_is_each_tokens_dot_f32() {
         let w: Vec<f32> = (0..k).map(|_| rng.normal()).collect();
         let xs: Vec<Vec<f32>> = (0..3).map(|_| (0..k).map(|_| rng.normal() * 10.0).collect()).collect();
         let want: Vec<u32> = xs.iter().map(|x| dot_f32_at(SimdLevel::Avx2, &w, x).to_bits()).collect();
-        let (mut three, mut two) = ([0f32; 3], [0f32; 2]);
+        let (mut three, mut two) = ([[0f32; 3]], [[0f32; 2]]);
         // SAFETY: AVX2 checked above; every row holds `k` values.
         unsafe {
-            avx2::dot_f32_many::<3>(w.as_ptr(), [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr()], k, &mut three);
-            avx2::dot_f32_many::<2>(w.as_ptr(), [xs[1].as_ptr(), xs[2].as_ptr()], k, &mut two);
+            avx2::dot_f32_tile::<1, 3>([w.as_ptr()], [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr()], k, &mut three);
+            avx2::dot_f32_tile::<1, 2>([w.as_ptr()], [xs[1].as_ptr(), xs[2].as_ptr()], k, &mut two);
         }
-        assert_eq!(three.map(f32::to_bits).to_vec(), want, "k={k}");
-        assert_eq!(two.map(f32::to_bits).to_vec(), want[1..], "k={k}");
+        assert_eq!(three[0].map(f32::to_bits).to_vec(), want, "k={k}");
+        assert_eq!(two[0].map(f32::to_bits).to_vec(), want[1..], "k={k}");
+        // Several rows against one token: each row's `dot_f32` with that token.
+        let ws: Vec<Vec<f32>> = (0..3).map(|_| (0..k).map(|_| rng.normal()).collect()).collect();
+        let want: Vec<u32> = ws.iter().map(|w| dot_f32_at(SimdLevel::Avx2, w, &xs[0]).to_bits()).collect();
+        let (mut three, mut two) = ([[0f32; 1]; 3], [[0f32; 1]; 2]);
+        // SAFETY: as above.
+        unsafe {
+            avx2::dot_f32_tile::<3, 1>(
+                [ws[0].as_ptr(), ws[1].as_ptr(), ws[2].as_ptr()],
+                [xs[0].as_ptr()],
+                k,
+                &mut three,
+            );
+            avx2::dot_f32_tile::<2, 1>([ws[1].as_ptr(), ws[2].as_ptr()], [xs[0].as_ptr()], k, &mut two);
+        }
+        assert_eq!(three.map(|v| v[0].to_bits()).to_vec(), want, "rows, k={k}");
+        assert_eq!(two.map(|v| v[0].to_bits()).to_vec(), want[1..], "rows, k={k}");
     }
 }

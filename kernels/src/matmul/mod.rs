@@ -15,8 +15,8 @@
 //!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
 //!   rows it will take next, across chunks of its own share.
 //! * AVX2, one token: the same contiguous shares of 16-row blocks, one `dot_row` per row,
-//!   the row 4 ahead prefetched. Several tokens: 16-row tasks, each row expanded once and
-//!   run against 64-token blocks, three tokens per `dot_f32_many`.
+//!   the row 4 ahead prefetched. Several tokens: 16-row tasks, each row expanded once, then
+//!   three rows at a time against each token of a 64-token block (`dot_f32_tile`).
 //! * Scalar: one `dot_row` per row (one token) or expand-then-`dot_f32` per token.
 //! * Opt-in `Precision::Medium` (set per process), on CPUs with AVX512-BF16: `bf16dot`
 //!   (weights and activations rounded to BF16, BF16 dot products; not exact, batch
@@ -299,49 +299,55 @@ fn gemv_avx2(mut parts: Parts, x: &[f32]) {
 
 /// Rows `r0..r1` of `w` against all `n_tokens` tokens of `x` on AVX2: the rows are
 /// expanded once into the scratch (the reference dequantizer's values), then each block
-/// of 64 tokens (whose activations stay in L2) meets every row, three tokens per
-/// `dot::avx2::dot_f32_many`: each output has `dot_f32`'s bits, as in the one-token path.
+/// of 64 tokens (whose activations stay in L2) meets the rows three at a time (then two
+/// or one), token by token, in `dot::avx2::dot_f32_tile`: the three rows stay in L1 and
+/// each token's vector serves three FMAs. Each output has `dot_f32`'s bits, as in the
+/// one-token path.
 #[cfg(target_arch = "x86_64")]
 fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize, o: Out) {
+    use crate::dot::avx2::dot_f32_tile;
     const TOKENS: usize = 64;
     let (rows, cols) = (w.rows, w.cols);
     with_scratch((r1 - r0) * cols, |scratch| {
         for r in r0..r1 {
             dequantize_row(w.dtype, w.row(r), &mut scratch[(r - r0) * cols..(r - r0 + 1) * cols]);
         }
+        let wp = |r: usize| scratch[(r - r0) * cols..].as_ptr();
         let xp = |t: usize| x[t * cols..].as_ptr();
         for t0 in (0..n_tokens).step_by(TOKENS) {
             let t1 = (t0 + TOKENS).min(n_tokens);
-            for r in r0..r1 {
-                let wr = scratch[(r - r0) * cols..].as_ptr();
-                let mut t = t0;
-                // SAFETY: the level is AVX2 (checked by the caller); the row and tokens hold
-                // `cols` values; this task owns row r's outputs.
-                unsafe {
-                    while t < t1 {
-                        let mut v = [0f32; 3];
-                        let n = (t1 - t).min(3);
+            let mut r = r0;
+            while r < r1 {
+                // Threes, but two twos rather than a three and a one.
+                let n = match r1 - r {
+                    1 => 1,
+                    2 | 4 => 2,
+                    _ => 3,
+                };
+                for t in t0..t1 {
+                    let mut v = [[0f32; 1]; 3];
+                    // SAFETY: the level is AVX2 (checked by the caller); rows and the token
+                    // hold `cols` values; this task owns rows r..r+n's outputs.
+                    unsafe {
                         match n {
-                            3 => crate::dot::avx2::dot_f32_many::<3>(wr, [xp(t), xp(t + 1), xp(t + 2)], cols, &mut v),
-                            2 => crate::dot::avx2::dot_f32_many::<2>(
-                                wr,
-                                [xp(t), xp(t + 1)],
-                                cols,
-                                (&mut v[..2]).try_into().unwrap(),
-                            ),
-                            _ => crate::dot::avx2::dot_f32_many::<1>(
-                                wr,
-                                [xp(t)],
-                                cols,
-                                (&mut v[..1]).try_into().unwrap(),
-                            ),
+                            3 => dot_f32_tile::<3, 1>([wp(r), wp(r + 1), wp(r + 2)], [xp(t)], cols, &mut v),
+                            2 => {
+                                let mut v2 = [[0f32; 1]; 2];
+                                dot_f32_tile::<2, 1>([wp(r), wp(r + 1)], [xp(t)], cols, &mut v2);
+                                v[..2].copy_from_slice(&v2);
+                            }
+                            _ => {
+                                let mut v1 = [[0f32; 1]; 1];
+                                dot_f32_tile::<1, 1>([wp(r)], [xp(t)], cols, &mut v1);
+                                v[0] = v1[0];
+                            }
                         }
-                        for (c, vc) in v[..n].iter().enumerate() {
-                            *o.at((t + c) * rows + r) = *vc;
+                        for (i, vi) in v[..n].iter().enumerate() {
+                            *o.at(t * rows + r + i) = vi[0];
                         }
-                        t += n;
                     }
                 }
+                r += n;
             }
         }
     })
