@@ -285,7 +285,9 @@ fn gemv_avx2(mut parts: Parts, x: &[f32]) {
         for r in r0..r1 {
             if r + AHEAD < pf_end {
                 let next = w.row(r + AHEAD);
-                for line in (0..next.len()).step_by(64) {
+                // Every line the row touches: 64-byte steps from its start, and its last byte
+                // (a row need not start on a line).
+                for line in (0..next.len()).step_by(64).chain([next.len() - 1]) {
                     // SAFETY: a hint inside the row; prefetches never fault.
                     unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(line) as *const i8) };
                 }
@@ -579,6 +581,29 @@ mod tests {
                 let mut one = vec![0f32; rows];
                 matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
                 assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype}: token {t}");
+            }
+        }
+    }
+
+    /// Float rows whose length is not a whole number of 32-element chunks (the tiles'
+    /// zero-padded last chunk), row counts off every tile and task size, and a batch that
+    /// crosses the 64- and 128-token blocks: each token alone gives the batch's bits.
+    #[test]
+    fn partial_chunks_and_token_blocks_are_batch_invariant() {
+        let mut rng = Lcg(13);
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (rows, cols) in [(19, 100), (4, 33), (1, 7)] {
+                let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+                let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
+                let n = 130;
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+                let mut out = vec![0f32; n * rows];
+                matmul(&wm, &x, &mut out);
+                for t in 0..n {
+                    let mut one = vec![0f32; rows];
+                    matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
+                    assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype} {rows}x{cols}: token {t}");
+                }
             }
         }
     }
