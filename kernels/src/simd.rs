@@ -41,7 +41,12 @@ impl SimdLevel {
         {
             let avx2 =
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            // The AVX-512 kernels are compiled with avx512f, avx512bw and avx512vl.
+            if avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
                 return SimdLevel::Avx512;
             }
             if avx2 {
