@@ -84,3 +84,17 @@ pub fn available_levels() -> Vec<SimdLevel> {
     let best = SimdLevel::detect();
     [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512].into_iter().filter(|l| *l <= best).collect()
 }
+
+/// Asks for the cache lines holding the `n` elements at `p` to be brought into the cache
+/// level `HINT` names (`_MM_HINT_T0`: L1; `_MM_HINT_T1`: L2 only, for data needed after
+/// the current task), from the line `p` is in: a row may start mid-line. A hint only
+/// (`prefetcht*` never faults), so any pointer will do; SSE, which every x86-64 has.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn prefetch_lines<const HINT: i32, E>(p: *const E, n: usize) {
+    let (b, skew) = (p.cast::<i8>(), p as usize % 64);
+    for i in (0..skew + n * size_of::<E>()).step_by(64) {
+        // SAFETY: a prefetch reads nothing the program sees and never faults.
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(b.wrapping_sub(skew).wrapping_add(i)) };
+    }
+}

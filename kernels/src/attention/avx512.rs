@@ -2,6 +2,7 @@
 
 use super::{KvElem, PagedKv, BLOCK};
 use crate::exp::avx512::exp16;
+use crate::simd::prefetch_lines;
 use std::arch::x86_64::*;
 
 /// One query head of one token: its q row, how many positions it sees, its output.
@@ -33,18 +34,6 @@ pub unsafe fn queries<E: KvElem>(
         5 => tile::<5, E>(qs, table, max_pos, kv, g, scale, sc),
         6 => tile::<6, E>(qs, table, max_pos, kv, g, scale, sc),
         n => unreachable!("{n} queries in one attention tile"),
-    }
-}
-
-/// Asks for the cache lines holding the `n` elements at `p` to be brought into the
-/// cache level `HINT` names (`_MM_HINT_T0`: L1; `_MM_HINT_T1`: L2 only, for data needed
-/// after the current task), from the line `p` is in: a 2-byte row may start mid-line.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-#[inline]
-pub unsafe fn prefetch_lines<const HINT: i32, E>(p: *const E, n: usize) {
-    let (b, skew) = (p.cast::<i8>(), p as usize % 64);
-    for i in (0..skew + n * size_of::<E>()).step_by(64) {
-        _mm_prefetch::<HINT>(b.wrapping_sub(skew).wrapping_add(i));
     }
 }
 

@@ -330,9 +330,9 @@ pub fn paged_attention_at<E: KvElem>(
 fn prefetch_k_start<E: KvElem>(table: &[u32], kv: &PagedKv<E>, g: usize) {
     #[cfg(target_arch = "x86_64")]
     for &b in table {
-        // SAFETY: only called on the AVX-512 path; block ids were checked by the caller.
+        // SAFETY: block ids were checked by the caller, so the offset lies in the cache.
         unsafe {
-            avx512::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }, E>(
+            crate::simd::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }, E>(
                 kv.k.as_ptr().add(kv.offset(b, g)),
                 BLOCK * kv.head_dim,
             )

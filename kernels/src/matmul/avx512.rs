@@ -257,15 +257,6 @@ pub(super) unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f
     }
 }
 
-/// Asks for `len` bytes at `p` to be brought into the cache.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-#[inline]
-pub unsafe fn prefetch(p: *const u8, len: usize) {
-    for l in (0..len).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.add(l) as *const i8);
-    }
-}
-
 /// Memory to pull into the cache while a GEMV works (the rows it will read next).
 #[derive(Clone, Copy)]
 pub struct Prefetch {

@@ -64,11 +64,9 @@ pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
         // at a time, into a per-thread scratch.
         let unit = if n_tokens == 1 { 16 } else { TILED_CHUNK };
         deal(parts.number(unit), |u, own_end| {
-            let (p, c) = parts.find(u);
+            let (p, r0, r1, pf_end) = parts.dealt_rows(u, unit, own_end);
             let w = &p.w;
             let group = if n_tokens == 1 { gemv_rows(w.dtype) } else { 6 };
-            let (r0, r1) = (c * unit, ((c + 1) * unit).min(w.rows));
-            let pf_end = own_end.map_or(r1, |end| ((end - p.first) * unit).min(w.rows));
             let tiles = Tiles { x: xb.as_ptr(), stride, cols, rows: w.rows, out: p.out };
             // One token of a format expanded in registers: a fused GEMV (same values and
             // order as expanding into the scratch first, without the two extra passes).

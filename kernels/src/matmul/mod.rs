@@ -38,7 +38,9 @@ pub mod bf16dot;
 #[cfg(target_arch = "x86_64")]
 use crate::shares::deal;
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+use crate::simd::prefetch_lines;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::_MM_HINT_T0;
 
 /// A borrowed `[rows, cols]` matrix stored row-major as `dtype` blocks.
 #[derive(Clone, Copy, Debug)]
@@ -231,6 +233,19 @@ impl<'a> Parts<'a> {
         let p = self.parts[..self.n].iter().rev().find(|p| p.first <= u).expect("unit 0 is in part 0");
         (p, u - p.first)
     }
+
+    /// Unit `u` of `unit` rows, handed out by `deal` with `own_end`: its part, its rows
+    /// `r0..r1`, and `pf_end`, where the running thread's stream of rows in that part
+    /// ends (the rows up to it are that thread's next, worth prefetching; `r1` when the
+    /// unit came from another thread's share).
+    #[cfg(target_arch = "x86_64")]
+    fn dealt_rows(&self, u: usize, unit: usize, own_end: Option<usize>) -> (&Part<'a>, usize, usize, usize) {
+        let (p, i) = self.find(u);
+        let rows = p.w.rows;
+        let (r0, r1) = (i * unit, ((i + 1) * unit).min(rows));
+        let pf_end = own_end.map_or(r1, |end| ((end - p.first) * unit).min(rows));
+        (p, r0, r1, pf_end)
+    }
 }
 
 fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
@@ -278,19 +293,12 @@ fn gemv_avx2(mut parts: Parts, x: &[f32]) {
     const BLOCK: usize = 16;
     const AHEAD: usize = 4;
     deal(parts.number(BLOCK), |b, own_end| {
-        let (p, lb) = parts.find(b);
+        let (p, r0, r1, pf_end) = parts.dealt_rows(b, BLOCK, own_end);
         let (w, o) = (&p.w, p.out);
-        let (r0, r1) = (lb * BLOCK, ((lb + 1) * BLOCK).min(w.rows));
-        let pf_end = own_end.map_or(r1, |end| ((end - p.first) * BLOCK).min(w.rows));
         for r in r0..r1 {
             if r + AHEAD < pf_end {
                 let next = w.row(r + AHEAD);
-                // Every line the row touches: 64-byte steps from its start, and its last byte
-                // (a row need not start on a line).
-                for line in (0..next.len()).step_by(64).chain([next.len() - 1]) {
-                    // SAFETY: a hint inside the row; prefetches never fault.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(line) as *const i8) };
-                }
+                prefetch_lines::<_MM_HINT_T0, u8>(next.as_ptr(), next.len());
             }
             // SAFETY: the level is AVX2 (checked by the caller); the row holds `cols`
             // elements of its dtype, as many as `x`; row r's output is this block's.
@@ -372,12 +380,10 @@ fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
         // streams ran at ~60% of the 4-row bandwidth on AMD Zen 4).
         const BLOCK: usize = 16;
         deal(parts.number(BLOCK), |b, own_end| {
-            let (p, lb) = parts.find(b);
-            let (w, o) = (&p.w, p.out);
-            let (r0, r1) = (lb * BLOCK, ((lb + 1) * BLOCK).min(w.rows));
             // The own stream goes on after this block (up to the end of the share or of
             // this matrix): prefetch across into it.
-            let pf_end = own_end.map_or(r1, |end| ((end - p.first) * BLOCK).min(w.rows));
+            let (p, r0, r1, pf_end) = parts.dealt_rows(b, BLOCK, own_end);
+            let (w, o) = (&p.w, p.out);
             // SAFETY: level checked by simd_level(); rows hold `cols` elements; the block's
             // outputs belong to this call (`deal` hands it out once).
             unsafe {
@@ -405,12 +411,10 @@ fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
 /// chunk, so the rows after it are this thread's next and are prefetched.
 #[cfg(target_arch = "x86_64")]
 fn tiled_chunk(parts: &Parts, u: usize, own_end: Option<usize>, x: &[f32], n_tokens: usize) {
-    let (p, c) = parts.find(u);
+    let (p, r0, r1, pf_end) = parts.dealt_rows(u, TILED_CHUNK, own_end);
     let (w, o) = (&p.w, p.out);
     let (rows, cols) = (w.rows, w.cols);
     let row_ptr = |r: usize| w.row(r).as_ptr();
-    let (r0, r1) = (c * TILED_CHUNK, ((c + 1) * TILED_CHUNK).min(rows));
-    let pf_end = own_end.map_or(r1, |end| ((end - p.first) * TILED_CHUNK).min(rows));
     // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
     let stride = cols.div_ceil(16) * 16;
     with_scratch(6 * stride, |scratch| {
