@@ -37,6 +37,15 @@ LCPP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 LCPP_DIR=$KEEL_HOME/llama.cpp-$LCPP_VERSION
 BIN=$LCPP_DIR/vendor/llama.cpp/build/bin
 
+# $1: extra compiler flags. The compiler's warnings go to a log, shown only if the build fails.
+build_llama() {
+  log=$LCPP_DIR/build.log
+  (cd "$LCPP_DIR/vendor/llama.cpp" && rm -rf build &&
+    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DCMAKE_C_FLAGS="$1" -DCMAKE_CXX_FLAGS="$1" &&
+    cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize) >"$log" 2>&1 ||
+    { tail -n 40 "$log" >&2; echo "llama.cpp build failed (full log: $log)" >&2; exit 1; }
+}
 if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x "$BIN/llama-quantize" ]; then
   command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake g++)" >&2; exit 1; }
   echo "building llama.cpp from the PyPI sdist llama-cpp-python==$LCPP_VERSION (several minutes)..." >&2
@@ -45,14 +54,8 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x 
   mkdir -p "$LCPP_DIR"
   tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$LCPP_DIR" --strip-components=1
   rm -rf "$tmp"
-  # The compiler's warnings go to a log, shown only if the build fails.
-  log=$LCPP_DIR/build.log
-  (cd "$LCPP_DIR/vendor/llama.cpp" &&
-    cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF &&
-    cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize) >"$log" 2>&1 ||
-    { tail -n 40 "$log" >&2; echo "llama.cpp build failed (full log: $log)" >&2; exit 1; }
+  build_llama "$([ -f "$LCPP_DIR/no-amx" ] && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")"
 fi
-
 cargo build --release --quiet
 RT=target/release/runtime
 Q41=$($RT pull smollm2)
@@ -66,6 +69,17 @@ done
 # and keeps Q4_K / Q6_K for ffn_down (1536 wide): a mix of five formats.
 f=$MODELS/smollm2-Q4_K_M.gguf
 [ -f "$f" ] || "$BIN/llama-quantize" "$MODELS/smollm2-F16.gguf" "$f" Q4_K_M >/dev/null 2>&1
+
+# A CPU can report AMX while its virtual machine does not enable it: llama.cpp's native
+# build then dies on its first AMX instruction (SIGILL). Rebuilt once without AMX there.
+if ! "$BIN/llama-bench" -m "$Q41" -t 1 -r 1 -p 32 -n 0 >/dev/null 2>&1; then
+  if grep -qw amx_tile /proc/cpuinfo && [ ! -f "$LCPP_DIR/no-amx" ]; then
+    echo "llama.cpp's native build fails here (AMX reported but not usable?): rebuilding without AMX..." >&2
+    build_llama "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    touch "$LCPP_DIR/no-amx"
+  fi
+  "$BIN/llama-bench" -m "$Q41" -t 1 -r 1 -p 32 -n 0 >/dev/null || { echo "llama-bench does not run on this machine" >&2; exit 1; }
+fi
 
 json() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 lb() { # llama-bench: $1 model, $2 test (pp512|tg128) -> t/s

@@ -1,10 +1,16 @@
 //! AVX2 + FMA + F16C kernels.
 //!
-//! Accumulation: four 8-lane accumulators per 32-element chunk (elements 8k..8k+8 go
-//! to `acc[k]`), the last chunk zero-padded, reduced as `(a0 + a1) + (a2 + a3)` then a
-//! fixed horizontal sum. Quantized blocks are expanded in registers with the reference
-//! dequantizer's exact operations, so `dot_row(w, x)` equals
-//! `dot_f32(dequantize_row(w), x)` bit for bit.
+//! Accumulation order: the AVX-512 kernels' (see `dot/avx512.rs`), at half the width.
+//! AVX-512 keeps one 16-lane accumulator (element `i` to lane `i % 16`), adds 16
+//! elements per step with one FMA, zero-pads the last partial step (no all-zero steps)
+//! and sums the lanes `i + (i+8)`, then `+4`, `+2`, `+1`. Here the 16 lanes are two
+//! 8-lane accumulators, `acc[0]` lanes 0..8 and `acc[1]` lanes 8..16, each step one FMA
+//! into each, and the sum starts with `acc[0] + acc[1]` (= `i + (i+8)`) then follows the
+//! same tree. Every lane sees the same operations in the same order, so each dot product
+//! has the AVX-512 kernels' bits: a model's matmuls give the same values on AVX2-only and
+//! AVX-512 CPUs (`dot::tests::avx2_has_the_avx512_bits`). Quantized blocks are expanded
+//! in registers with the reference dequantizer's exact operations, so `dot_row(w, x)`
+//! equals `dot_f32(dequantize_row(w), x)` bit for bit.
 //!
 //! Safety: every function requires the `avx2`, `fma` and `f16c` CPU features (checked
 //! by `simd_level()` before dispatch) and equal-length, in-bounds inputs.
@@ -13,37 +19,40 @@ use crate::dtype::DType;
 use crate::quant::{f16_at, f32_at};
 use std::arch::x86_64::*;
 
-pub(crate) type Acc = [__m256; 4];
+/// One 16-element step's two halves: lanes 0..8 and 8..16.
+pub(crate) type Acc = [__m256; 2];
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn zero() -> Acc {
-    [_mm256_setzero_ps(); 4]
+    [_mm256_setzero_ps(); 2]
 }
 
-/// acc[k] += w[k] · x[8k..8k+8]
+/// One step: `acc[h] += w[h] · x[8h..8h+8]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn fma4(w: [__m256; 4], x: *const f32, acc: &mut Acc) {
-    for k in 0..4 {
-        acc[k] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(x.add(8 * k)), acc[k]);
-    }
+unsafe fn fma16(w: [__m256; 2], x: *const f32, acc: &mut Acc) {
+    acc[0] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(x), acc[0]);
+    acc[1] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x.add(8)), acc[1]);
 }
 
+/// Two steps over 32 elements (a 32-element block): `w[0..2]` then `w[2..4]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn fma32(w: [__m256; 4], x: *const f32, acc: &mut Acc) {
+    fma16([w[0], w[1]], x, acc);
+    fma16([w[2], w[3]], x.add(16), acc);
+}
+
+/// The AVX-512 horizontal sum of the 16 lanes `acc[0] | acc[1]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) unsafe fn reduce(acc: Acc) -> f32 {
-    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    let v = _mm256_add_ps(acc[0], acc[1]); // i + i+8
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // + i+4
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s)); // + i+2
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1)); // + i+1
     _mm_cvtss_f32(s)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn load_f32x32(p: *const f32) -> [__m256; 4] {
-    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -53,11 +62,10 @@ pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     out[0][0]
 }
 
-/// `out[r][c] = dot_f32(w[r][..k], x[c][..k])` for `R` rows × `C` tokens, `R·C <= 3` (the
-/// `4·R·C` accumulators fill the 16 registers): one vector load serves `R` or `C` FMAs.
-/// Several rows and one token keep the token's loads to one per 8 elements, the rows' in
-/// L1 (the several-token matmul's shape); one row and several tokens are the other way
-/// round. The chains only interleave: each output has `dot_f32`'s order and bits.
+/// `out[r][c] = dot_f32(w[r][..k], x[c][..k])` for `R` rows × `C` tokens, `R·C <= 6` (the
+/// `2·R·C` accumulators, the `C` token vectors and one row vector fill the 16
+/// registers): each step loads `R + C` vectors per half for `R·C` FMAs (3 × 2: 10 loads
+/// for 12 FMAs). The chains only interleave: each output has `dot_f32`'s order and bits.
 ///
 /// SAFETY: AVX2, FMA and F16C available; every `w[r]` and `x[c]` holds `k` f32.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -68,16 +76,16 @@ pub unsafe fn dot_f32_tile<const R: usize, const C: usize>(
     out: &mut [[f32; C]; R],
 ) {
     let mut acc = [[zero(); C]; R];
-    let full = k / 32 * 32;
+    let full = k / 16 * 16;
     let mut i = 0;
     while i < full {
         step(w.map(|p| p.add(i)), x.map(|p| p.add(i)), &mut acc);
-        i += 32;
+        i += 16;
     }
     if full < k {
-        // The last chunk zero-padded.
-        let mut tw = [[0f32; 32]; R];
-        let mut tx = [[0f32; 32]; C];
+        // The last step zero-padded.
+        let mut tw = [[0f32; 16]; R];
+        let mut tx = [[0f32; 16]; C];
         for (t, p) in tw.iter_mut().zip(w) {
             t[..k - full].copy_from_slice(std::slice::from_raw_parts(p.add(full), k - full));
         }
@@ -101,33 +109,32 @@ pub unsafe fn dot_f32_tile<const R: usize, const C: usize>(
     }
 }
 
-/// One 32-element chunk of `dot_f32_tile`: `acc[r][c][q] += w[r][8q..] · x[c][8q..]`.
+/// One 16-element step of `dot_f32_tile`: `acc[r][c][h] += w[r][8h..] · x[c][8h..]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn step<const R: usize, const C: usize>(w: [*const f32; R], x: [*const f32; C], acc: &mut [[Acc; C]; R]) {
-    for q in 0..4 {
-        if R == 1 {
-            let wv = _mm256_loadu_ps(w[0].add(8 * q));
+    for h in 0..2 {
+        let xv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(x[c].add(8 * h)));
+        for r in 0..R {
+            let wv = _mm256_loadu_ps(w[r].add(8 * h));
             for c in 0..C {
-                acc[0][c][q] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[c].add(8 * q)), acc[0][c][q]);
-            }
-        } else {
-            let xv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(x[c].add(8 * q)));
-            for r in 0..R {
-                let wv = _mm256_loadu_ps(w[r].add(8 * q));
-                for c in 0..C {
-                    acc[r][c][q] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][q]);
-                }
+                acc[r][c][h] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][h]);
             }
         }
     }
 }
 
-/// 32 halves (f16 or bf16) at `p` as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load_half32<const BF16: bool>(p: *const u8) -> [__m256; 4] {
-    let mut w = [_mm256_setzero_ps(); 4];
+unsafe fn load_f32x16(p: *const f32) -> [__m256; 2] {
+    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
+}
+
+/// 16 halves (f16 or bf16) at `p` as f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn load_half16<const BF16: bool>(p: *const u8) -> [__m256; 2] {
+    let mut w = [_mm256_setzero_ps(); 2];
     for (k, wk) in w.iter_mut().enumerate() {
         let h = _mm_loadu_si128(p.add(16 * k) as *const __m128i);
         *wk = if BF16 {
@@ -143,17 +150,17 @@ unsafe fn load_half32<const BF16: bool>(p: *const u8) -> [__m256; 4] {
 unsafe fn dot_half<const BF16: bool>(w: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
     let mut acc = zero();
-    let full = n / 32 * 32;
+    let full = n / 16 * 16;
     let mut i = 0;
     while i < full {
-        fma4(load_half32::<BF16>(w.as_ptr().add(2 * i)), x.as_ptr().add(i), &mut acc);
-        i += 32;
+        fma16(load_half16::<BF16>(w.as_ptr().add(2 * i)), x.as_ptr().add(i), &mut acc);
+        i += 16;
     }
     if full < n {
-        let (mut tw, mut tx) = ([0u8; 64], [0f32; 32]);
+        let (mut tw, mut tx) = ([0u8; 32], [0f32; 16]);
         tw[..2 * (n - full)].copy_from_slice(&w[2 * full..2 * n]);
         tx[..n - full].copy_from_slice(&x[full..]);
-        fma4(load_half32::<BF16>(tw.as_ptr()), tx.as_ptr(), &mut acc);
+        fma16(load_half16::<BF16>(tw.as_ptr()), tx.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -162,19 +169,19 @@ unsafe fn dot_half<const BF16: bool>(w: &[u8], x: &[f32]) -> f32 {
 unsafe fn dot_f32_bytes(w: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
     let mut acc = zero();
-    let full = n / 32 * 32;
+    let full = n / 16 * 16;
     let mut i = 0;
     while i < full {
-        fma4(load_f32x32(w.as_ptr().add(4 * i) as *const f32), x.as_ptr().add(i), &mut acc);
-        i += 32;
+        fma16(load_f32x16(w.as_ptr().add(4 * i) as *const f32), x.as_ptr().add(i), &mut acc);
+        i += 16;
     }
     if full < n {
-        let (mut tw, mut tx) = ([0f32; 32], [0f32; 32]);
+        let (mut tw, mut tx) = ([0f32; 16], [0f32; 16]);
         for (k, t) in tw[..n - full].iter_mut().enumerate() {
             *t = f32_at(w, 4 * (full + k));
         }
         tx[..n - full].copy_from_slice(&x[full..]);
-        fma4(load_f32x32(tw.as_ptr()), tx.as_ptr(), &mut acc);
+        fma16(load_f32x16(tw.as_ptr()), tx.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -211,7 +218,7 @@ unsafe fn dot_q8_0(w: &[u8], x: &[f32]) -> f32 {
             let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().add(2 + 8 * k) as *const __m128i));
             *wk = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
         }
-        fma4(wv, xb.as_ptr(), &mut acc);
+        fma32(wv, xb.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -227,7 +234,7 @@ unsafe fn dot_q4_0(w: &[u8], x: &[f32]) -> f32 {
         for k in 0..4 {
             wv[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], eight)), d);
         }
-        fma4(wv, xb.as_ptr(), &mut acc);
+        fma32(wv, xb.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -243,7 +250,7 @@ unsafe fn dot_q4_1(w: &[u8], x: &[f32]) -> f32 {
         for k in 0..4 {
             wv[k] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q[k]), d), m);
         }
-        fma4(wv, xb.as_ptr(), &mut acc);
+        fma32(wv, xb.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -265,7 +272,7 @@ unsafe fn dot_q5_0(w: &[u8], x: &[f32]) -> f32 {
             let v = _mm256_sub_epi32(_mm256_or_si256(q[k], fifth), sixteen);
             wv[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
         }
-        fma4(wv, xb.as_ptr(), &mut acc);
+        fma32(wv, xb.as_ptr(), &mut acc);
     }
     reduce(acc)
 }
@@ -292,7 +299,7 @@ unsafe fn dot_q4k(w: &[u8], x: &[f32]) -> f32 {
             let (d, m) = (_mm256_set1_ps(scales[c]), _mm256_set1_ps(mins[c]));
             // d·q is exact (17 + 4 significant bits): one rounding, as the reference's.
             let wv = [q0, q1, q2, q3].map(|q| _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(q), m));
-            fma4(wv, xb.as_ptr().add(32 * c), &mut acc);
+            fma32(wv, xb.as_ptr().add(32 * c), &mut acc);
         }
     }
     reduce(acc)
@@ -320,7 +327,7 @@ unsafe fn dot_q6k(w: &[u8], x: &[f32]) -> f32 {
                 wv[2 * h] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q0, thirty_two)), s);
                 wv[2 * h + 1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q1, thirty_two)), s);
             }
-            fma4(wv, xb.as_ptr().add(32 * c), &mut acc);
+            fma32(wv, xb.as_ptr().add(32 * c), &mut acc);
         }
     }
     reduce(acc)

@@ -81,42 +81,72 @@ fn wrong_row_length_is_caught() {
     dot_row(DType::Q4_1, &[0u8; 20], &[0f32; 64]);
 }
 
-/// Several tokens (or rows) at once give each token (row) `dot_f32`'s bits, for whole and
-/// partial chunks.
+/// A tile of rows × tokens gives each output `dot_f32`'s bits, for whole and partial
+/// 16-element steps, at every tile shape `matmul` uses.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_tiles_are_each_outputs_dot_f32() {
     if !available_levels().contains(&SimdLevel::Avx2) {
         return;
     }
-    let mut rng = Lcg(21);
-    for k in [1usize, 7, 32, 33, 64, 95, 576, 1000] {
-        let w: Vec<f32> = (0..k).map(|_| rng.normal()).collect();
-        let xs: Vec<Vec<f32>> = (0..3).map(|_| (0..k).map(|_| rng.normal() * 10.0).collect()).collect();
-        let want: Vec<u32> = xs.iter().map(|x| dot_f32_at(SimdLevel::Avx2, &w, x).to_bits()).collect();
-        let (mut three, mut two) = ([[0f32; 3]], [[0f32; 2]]);
-        // SAFETY: AVX2 checked above; every row holds `k` values.
+    fn check<const R: usize, const C: usize>(ws: &[Vec<f32>], xs: &[Vec<f32>], k: usize) {
+        let mut got = [[0f32; C]; R];
+        // SAFETY: AVX2 checked by the caller; every row and token holds `k` values.
         unsafe {
-            avx2::dot_f32_tile::<1, 3>([w.as_ptr()], [xs[0].as_ptr(), xs[1].as_ptr(), xs[2].as_ptr()], k, &mut three);
-            avx2::dot_f32_tile::<1, 2>([w.as_ptr()], [xs[1].as_ptr(), xs[2].as_ptr()], k, &mut two);
-        }
-        assert_eq!(three[0].map(f32::to_bits).to_vec(), want, "k={k}");
-        assert_eq!(two[0].map(f32::to_bits).to_vec(), want[1..], "k={k}");
-        // Several rows against one token: each row's `dot_f32` with that token.
-        let ws: Vec<Vec<f32>> = (0..3).map(|_| (0..k).map(|_| rng.normal()).collect()).collect();
-        let want: Vec<u32> = ws.iter().map(|w| dot_f32_at(SimdLevel::Avx2, w, &xs[0]).to_bits()).collect();
-        let (mut three, mut two) = ([[0f32; 1]; 3], [[0f32; 1]; 2]);
-        // SAFETY: as above.
-        unsafe {
-            avx2::dot_f32_tile::<3, 1>(
-                [ws[0].as_ptr(), ws[1].as_ptr(), ws[2].as_ptr()],
-                [xs[0].as_ptr()],
+            avx2::dot_f32_tile::<R, C>(
+                std::array::from_fn(|r| ws[r].as_ptr()),
+                std::array::from_fn(|c| xs[c].as_ptr()),
                 k,
-                &mut three,
-            );
-            avx2::dot_f32_tile::<2, 1>([ws[1].as_ptr(), ws[2].as_ptr()], [xs[0].as_ptr()], k, &mut two);
+                &mut got,
+            )
+        };
+        for r in 0..R {
+            for c in 0..C {
+                let want = dot_f32_at(SimdLevel::Avx2, &ws[r], &xs[c]);
+                assert_eq!(got[r][c].to_bits(), want.to_bits(), "{R}x{C} tile, k={k}, output ({r}, {c})");
+            }
         }
-        assert_eq!(three.map(|v| v[0].to_bits()).to_vec(), want, "rows, k={k}");
-        assert_eq!(two.map(|v| v[0].to_bits()).to_vec(), want[1..], "rows, k={k}");
+    }
+    let mut rng = Lcg(21);
+    for k in [1usize, 7, 8, 9, 16, 17, 32, 33, 64, 95, 576, 1000] {
+        let ws: Vec<Vec<f32>> = (0..3).map(|_| (0..k).map(|_| rng.normal()).collect()).collect();
+        let xs: Vec<Vec<f32>> = (0..2).map(|_| (0..k).map(|_| rng.normal() * 10.0).collect()).collect();
+        check::<3, 2>(&ws, &xs, k);
+        check::<3, 1>(&ws, &xs, k);
+        check::<2, 2>(&ws, &xs, k);
+        check::<2, 1>(&ws, &xs, k);
+        check::<1, 2>(&ws, &xs, k);
+    }
+}
+
+/// AVX2 keeps AVX-512's accumulation order at half the width: every dot product, float
+/// rows of any length and every quantized format, has the same bits at both levels.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_has_the_avx512_bits() {
+    let levels = available_levels();
+    if !levels.contains(&SimdLevel::Avx512) {
+        return;
+    }
+    let mut rng = Lcg(23);
+    for dtype in DType::ALL {
+        let lengths: Vec<usize> = if dtype.block_size() == 1 {
+            (1..=70).chain([95, 576, 1000]).collect()
+        } else {
+            (1..=6).map(|b| b * dtype.block_size()).collect()
+        };
+        for n in lengths {
+            let w = random_row(dtype, n, &mut rng);
+            // Signed zeros and large values among the activations.
+            let x: Vec<f32> = (0..n).map(|i| if i % 11 == 3 { -0.0 } else { rng.normal() * 100.0 }).collect();
+            let a = dot_row_at(SimdLevel::Avx2, dtype, &w, &x);
+            let b = dot_row_at(SimdLevel::Avx512, dtype, &w, &x);
+            assert_eq!(a.to_bits(), b.to_bits(), "{dtype} n={n}: avx2 {a} != avx512 {b}");
+            let mut wf = vec![0f32; n];
+            dequantize_row(dtype, &w, &mut wf);
+            let a = dot_f32_at(SimdLevel::Avx2, &wf, &x);
+            let b = dot_f32_at(SimdLevel::Avx512, &wf, &x);
+            assert_eq!(a.to_bits(), b.to_bits(), "dot_f32 n={n}: avx2 {a} != avx512 {b}");
+        }
     }
 }

@@ -309,21 +309,17 @@ fn gemv_avx2(mut parts: Parts, x: &[f32]) {
 
 /// Rows `r0..r1` of `w` against all `n_tokens` tokens of `x` on AVX2: the rows are
 /// expanded once into the scratch (the reference dequantizer's values), then each block
-/// of 64 tokens (whose activations stay in L2) meets the rows three at a time (then two
-/// or one), token by token, in `dot::avx2::dot_f32_tile`: the three rows stay in L1 and
-/// each token's vector serves three FMAs. Each output has `dot_f32`'s bits, as in the
-/// one-token path.
+/// of 64 tokens (whose activations stay in L2) meets the rows in tiles of three rows (in
+/// L1) by two tokens, `dot::avx2::dot_f32_tile` (smaller at the edges). Each output has
+/// `dot_f32`'s bits, as in the one-token path.
 #[cfg(target_arch = "x86_64")]
 fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize, o: Out) {
-    use crate::dot::avx2::dot_f32_tile;
     const TOKENS: usize = 64;
     let (rows, cols) = (w.rows, w.cols);
     with_scratch((r1 - r0) * cols, |scratch| {
         for r in r0..r1 {
             dequantize_row(w.dtype, w.row(r), &mut scratch[(r - r0) * cols..(r - r0 + 1) * cols]);
         }
-        let wp = |r: usize| scratch[(r - r0) * cols..].as_ptr();
-        let xp = |t: usize| x[t * cols..].as_ptr();
         for t0 in (0..n_tokens).step_by(TOKENS) {
             let t1 = (t0 + TOKENS).min(n_tokens);
             let mut r = r0;
@@ -334,33 +330,56 @@ fn avx2_rows(w: &WeightMatrix, x: &[f32], r0: usize, r1: usize, n_tokens: usize,
                     2 | 4 => 2,
                     _ => 3,
                 };
-                for t in t0..t1 {
-                    let mut v = [[0f32; 1]; 3];
-                    // SAFETY: the level is AVX2 (checked by the caller); rows and the token
-                    // hold `cols` values; this task owns rows r..r+n's outputs.
+                let mut t = t0;
+                while t < t1 {
+                    let m = (t1 - t).min(2);
+                    // SAFETY: the level is AVX2 (checked by the caller); rows r..r+n and
+                    // tokens t..t+m hold `cols` values; this task owns those rows' outputs.
                     unsafe {
-                        match n {
-                            3 => dot_f32_tile::<3, 1>([wp(r), wp(r + 1), wp(r + 2)], [xp(t)], cols, &mut v),
-                            2 => {
-                                let mut v2 = [[0f32; 1]; 2];
-                                dot_f32_tile::<2, 1>([wp(r), wp(r + 1)], [xp(t)], cols, &mut v2);
-                                v[..2].copy_from_slice(&v2);
-                            }
-                            _ => {
-                                let mut v1 = [[0f32; 1]; 1];
-                                dot_f32_tile::<1, 1>([wp(r)], [xp(t)], cols, &mut v1);
-                                v[0] = v1[0];
-                            }
-                        }
-                        for (i, vi) in v[..n].iter().enumerate() {
-                            *o.at(t * rows + r + i) = vi[0];
+                        match (n, m) {
+                            (3, 2) => avx2_tile::<3, 2>(scratch, r - r0, x, t, cols, rows, r, o),
+                            (3, _) => avx2_tile::<3, 1>(scratch, r - r0, x, t, cols, rows, r, o),
+                            (2, 2) => avx2_tile::<2, 2>(scratch, r - r0, x, t, cols, rows, r, o),
+                            (2, _) => avx2_tile::<2, 1>(scratch, r - r0, x, t, cols, rows, r, o),
+                            (_, 2) => avx2_tile::<1, 2>(scratch, r - r0, x, t, cols, rows, r, o),
+                            _ => avx2_tile::<1, 1>(scratch, r - r0, x, t, cols, rows, r, o),
                         }
                     }
+                    t += m;
                 }
                 r += n;
             }
         }
     })
+}
+
+/// One `R` × `C` tile of `avx2_rows`: expanded rows `s0..s0 + R` of `scratch` (output
+/// rows `r..r + R`) against tokens `t..t + C`.
+///
+/// SAFETY: AVX2, FMA and F16C available; those rows and tokens exist; the caller owns
+/// their outputs.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn avx2_tile<const R: usize, const C: usize>(
+    scratch: &[f32],
+    s0: usize,
+    x: &[f32],
+    t: usize,
+    cols: usize,
+    rows: usize,
+    r: usize,
+    o: Out,
+) {
+    let mut v = [[0f32; C]; R];
+    let wp = std::array::from_fn(|i| scratch[(s0 + i) * cols..].as_ptr());
+    let xp = std::array::from_fn(|c| x[(t + c) * cols..].as_ptr());
+    crate::dot::avx2::dot_f32_tile::<R, C>(wp, xp, cols, &mut v);
+    for (i, vi) in v.iter().enumerate() {
+        for (c, vc) in vi.iter().enumerate() {
+            *o.at((t + c) * rows + r + i) = *vc;
+        }
+    }
 }
 
 /// Rows per chunk of the several-token AVX-512 path, and tokens per block of it.
@@ -607,6 +626,43 @@ mod tests {
                     let mut one = vec![0f32; rows];
                     matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
                     assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype} {rows}x{cols}: token {t}");
+                }
+            }
+        }
+    }
+
+    /// At AVX2 (`KEEL_SIMD=avx2`, as `tools/test.sh` runs these tests too) and AVX-512,
+    /// every output of `matmul` has the AVX-512 dot product's bits, one token or many:
+    /// the two levels give a model the same matmul values.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_avx512_matmuls_have_the_same_bits() {
+        use crate::dot::dot_row_at;
+        use crate::simd::{available_levels, simd_level, SimdLevel};
+        if simd_level() < SimdLevel::Avx2 || !available_levels().contains(&SimdLevel::Avx512) {
+            return;
+        }
+        let mut rng = Lcg(17);
+        for dtype in DType::ALL {
+            let (rows, cols) = (29, if dtype.block_size() == 256 { 512 } else { 96 + dtype.block_size() % 32 * 5 });
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+            let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
+            for n in [1usize, 2, 7, 130] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+                let mut out = vec![0f32; n * rows];
+                matmul(&wm, &x, &mut out);
+                let row_bytes = w.len() / rows;
+                for t in 0..n {
+                    for r in 0..rows {
+                        let want = dot_row_at(
+                            SimdLevel::Avx512,
+                            dtype,
+                            &w[r * row_bytes..(r + 1) * row_bytes],
+                            &x[t * cols..(t + 1) * cols],
+                        );
+                        let got = out[t * rows + r];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{dtype}, {n} tokens: token {t} row {r}");
+                    }
                 }
             }
         }
