@@ -5,6 +5,8 @@
 # --medium also rows "<model>-m" for its opt-in approximations, set against the same llama.cpp
 # figures: --matmul-precision medium (BF16 dot products; needs AVX512-BF16) and
 # --kv-cache-dtype f16 (llama.cpp's own default KV cache type). Neither is exact.
+# Where BF16 dot products do not outrun f32 FMAs (`kernels/src/matmul/bf16_rate.rs`), medium
+# runs the exact kernels, and the "-m" rows differ from the exact ones only by the f16 KV cache.
 #
 #   benches/compare_llamacpp.sh [--threads N] [--reps R] [--rounds K] [--quick] [--medium]
 #

@@ -107,7 +107,10 @@ fn a_warm_decode_step_allocates_nothing() {
     // The opt-in BF16 matmuls keep their own per-thread buffers (activations and weight
     // rows as BF16).
     if keel_kernels::matmul::medium_available() {
+        // The BF16 kernels even where they do not outrun the exact ones (`bf16_rate`).
+        std::env::set_var("KEEL_BF16_DOT", "1");
         keel_kernels::matmul::set_precision(Precision::Medium);
+        assert_eq!(keel_kernels::matmul::precision(), Precision::Medium);
         check("llama_gguf_q", 1, KvCacheDtype::F32);
         check("llama_gguf_q", 8, KvCacheDtype::F16);
         keel_kernels::matmul::set_precision(Precision::Highest);

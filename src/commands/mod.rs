@@ -152,6 +152,17 @@ impl KernelArgs {
                 "--matmul-precision medium needs AVX-512 with AVX512-BF16; this CPU (SIMD {}) runs the exact kernels",
                 keel_kernels::simd_level().name()
             );
+        } else if p == Precision::Medium && !keel_kernels::matmul::medium_pays() {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let r = keel_kernels::matmul::bf16_rate::rates();
+                tracing::warn!(
+                    "--matmul-precision medium: BF16 dot products run {:.1} G multiply-adds/s per thread on this CPU, \
+                     f32 FMAs {:.1} (measured at start; KEEL_BF16_DOT=1 forces them): it runs the exact kernels",
+                    r.bf16 / 1e9,
+                    r.f32 / 1e9
+                );
+            }
         }
         keel_kernels::matmul::set_precision(p);
         Ok(())

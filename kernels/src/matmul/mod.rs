@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
+pub mod bf16_rate;
+#[cfg(target_arch = "x86_64")]
 pub mod bf16dot;
 #[cfg(target_arch = "x86_64")]
 use crate::shares::deal;
@@ -119,10 +121,24 @@ impl Precision {
 static MEDIUM: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision `matmul` and `matmul_many` use in this process (the
-/// `--matmul-precision` option); `Highest` until set. `Medium` on a CPU without it
-/// (`medium_available`) leaves `Highest`.
+/// `--matmul-precision` option); `Highest` until set. `Medium` on a CPU without the BF16
+/// kernels (`medium_available`), or where they do not outrun the exact ones
+/// (`medium_pays`), leaves `Highest`.
 pub fn set_precision(p: Precision) {
-    MEDIUM.store(p == Precision::Medium && medium_available(), Ordering::Relaxed);
+    MEDIUM.store(p == Precision::Medium && medium_available() && medium_pays(), Ordering::Relaxed);
+}
+
+/// Whether the BF16 kernels outrun the exact ones here (`bf16_rate::pays`; false where
+/// they are not available).
+pub fn medium_pays() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        medium_available() && bf16_rate::pays()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The precision in effect (see `set_precision`).
@@ -134,7 +150,8 @@ pub fn precision() -> Precision {
     }
 }
 
-/// Whether `Precision::Medium` takes effect on this CPU (AVX-512 with AVX512-BF16).
+/// Whether this CPU has the BF16 kernels (AVX-512 with AVX512-BF16); `matmul_with`
+/// runs them for `Precision::Medium` whether or not they pay (`medium_pays`).
 pub fn medium_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
