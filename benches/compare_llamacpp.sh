@@ -39,6 +39,7 @@ LCPP_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 LCPP_DIR=$KEEL_HOME/llama.cpp-$LCPP_VERSION
 BIN=$LCPP_DIR/vendor/llama.cpp/build/bin
 
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 # $1: extra compiler flags. The compiler's warnings go to a log, shown only if the build fails.
 build_llama() {
   log=$LCPP_DIR/build.log
@@ -56,7 +57,7 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x 
   mkdir -p "$LCPP_DIR"
   tar xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$LCPP_DIR" --strip-components=1
   rm -rf "$tmp"
-  build_llama "$([ -f "$LCPP_DIR/no-amx" ] && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")"
+  build_llama "$([ -f "$LCPP_DIR/no-amx" ] && echo "$NO_AMX")"
 fi
 cargo build --release --quiet
 RT=target/release/runtime
@@ -77,7 +78,7 @@ f=$MODELS/smollm2-Q4_K_M.gguf
 if ! "$BIN/llama-bench" -m "$Q41" -t 1 -r 1 -p 32 -n 0 >/dev/null 2>&1; then
   if grep -qw amx_tile /proc/cpuinfo && [ ! -f "$LCPP_DIR/no-amx" ]; then
     echo "llama.cpp's native build fails here (AMX reported but not usable?): rebuilding without AMX..." >&2
-    build_llama "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    build_llama "$NO_AMX"
     touch "$LCPP_DIR/no-amx"
   fi
   "$BIN/llama-bench" -m "$Q41" -t 1 -r 1 -p 32 -n 0 >/dev/null || { echo "llama-bench does not run on this machine" >&2; exit 1; }

@@ -257,33 +257,27 @@ pub(super) unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f
     }
 }
 
-/// `out[r][c] = hsum(acc[r][c])` for a tile: sixteen at a time (`hsum16_transposed`), then
-/// four, then one, in row-major order.
+/// `out[r][c] = hsum(acc[r][c])` for a tile: whole groups of `16 / C` rows sixteen sums at
+/// a time (`hsum16_transposed`), the other rows by `reduce_into`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
 pub(super) unsafe fn reduce_tile<const R: usize, const C: usize>(acc: &[[__m512; C]; R], out: &mut [[f32; C]; R]) {
-    let n = R * C;
-    let at = |f: usize| acc[f / C][f % C];
-    let mut i = 0;
-    while i + 16 <= n {
-        let mut t = [0f32; 16];
-        _mm512_storeu_ps(t.as_mut_ptr(), hsum16_transposed(&std::array::from_fn(|j| at(i + j))));
-        for (e, te) in t.iter().enumerate() {
-            let f = i + 4 * (e % 4) + e / 4;
-            out[f / C][f % C] = *te;
+    let mut r = 0;
+    if 16 % C == 0 {
+        let rows = 16 / C;
+        while r + rows <= R {
+            let mut t = [0f32; 16];
+            _mm512_storeu_ps(t.as_mut_ptr(), hsum16_transposed(&std::array::from_fn(|j| acc[r + j / C][j % C])));
+            // Element `4j + p` is the sum of accumulator `4p + j`.
+            for (e, te) in t.iter().enumerate() {
+                let f = 4 * (e % 4) + e / 4;
+                out[r + f / C][f % C] = *te;
+            }
+            r += rows;
         }
-        i += 16;
     }
-    while i + 4 <= n {
-        let s = hsum4(at(i), at(i + 1), at(i + 2), at(i + 3));
-        for (j, sj) in s.iter().enumerate() {
-            out[(i + j) / C][(i + j) % C] = *sj;
-        }
-        i += 4;
-    }
-    while i < n {
-        out[i / C][i % C] = hsum(at(i));
-        i += 1;
+    for (a, o) in acc[r..].iter().zip(&mut out[r..]) {
+        reduce_into(a, o);
     }
 }
 

@@ -125,7 +125,7 @@ static MEDIUM: AtomicBool = AtomicBool::new(false);
 /// kernels (`medium_available`), or where they do not outrun the exact ones
 /// (`medium_pays`), leaves `Highest`.
 pub fn set_precision(p: Precision) {
-    MEDIUM.store(p == Precision::Medium && medium_available() && medium_pays(), Ordering::Relaxed);
+    MEDIUM.store(p == Precision::Medium && medium_pays(), Ordering::Relaxed);
 }
 
 /// Whether the BF16 kernels outrun the exact ones here (`bf16_rate::pays`; false where
