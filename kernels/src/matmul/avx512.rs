@@ -316,7 +316,7 @@ impl Spread {
     pub(crate) unsafe fn step(&mut self) {
         let end = (self.next + self.per_step).min(self.lines);
         while self.next < end {
-            _mm_prefetch::<_MM_HINT_T0>(self.ptr.add(64 * self.next) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(self.ptr.add(64 * self.next) as *const i8);
             self.next += 1;
         }
     }
@@ -488,21 +488,17 @@ pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]
 /// lines, which the next tile reads.)
 const PF: usize = 64;
 
-/// `R` expanded f32 rows × `C` tokens: `out[r][c] = w[r] · x[c]` over `k` elements,
+/// `R` expanded f32 rows × `C` tokens: `dst[c][r] = w[r] · x[c]` over `k` elements,
 /// 16 elements per step: each step loads `R` weight and `C` token vectors for `R·C`
-/// FMAs (6 × 4 needs 10 loads for 24 FMAs). The sums leave through `reduce_tile`,
-/// sixteen per instruction.
+/// FMAs (6 × 4 needs 10 loads for 24 FMAs). The sums leave through `store_tile`.
+///
+/// SAFETY (beyond the module's): each `dst[c]` has room for `R` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
-pub unsafe fn tile<const R: usize, const C: usize>(
-    w: [*const f32; R],
-    x: [*const f32; C],
-    k: usize,
-    out: &mut [[f32; C]; R],
-) {
+pub unsafe fn tile<const R: usize, const C: usize>(w: [*const f32; R], x: [*const f32; C], k: usize, dst: [*mut f32; C]) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut i = 0;
-    while i + 16 <= k {
+    let step = |i: usize, acc: &mut [[__m512; C]; R]| {
         let mut xv = [_mm512_setzero_ps(); C];
         for c in 0..C {
             xv[c] = _mm512_loadu_ps(x[c].add(i));
@@ -514,6 +510,14 @@ pub unsafe fn tile<const R: usize, const C: usize>(
                 acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
             }
         }
+    };
+    while i + 32 <= k {
+        step(i, &mut acc);
+        step(i + 16, &mut acc);
+        i += 32;
+    }
+    if i + 16 <= k {
+        step(i, &mut acc);
         i += 16;
     }
     if i < k {
@@ -525,7 +529,57 @@ pub unsafe fn tile<const R: usize, const C: usize>(
             }
         }
     }
-    reduce_tile(&acc, out);
+    store_tile(&acc, dst);
+}
+
+/// `dst[c][r] = hsum(acc[r][c])`. Four tokens' sums leave sixteen (four rows) or eight (two
+/// rows, the same sixteen-sum tree with each accumulator twice, whose repeats the compiler
+/// drops) per `hsum16_transposed`, each token's rows as one vector store; other shapes
+/// through `reduce_tile`, one store per sum.
+///
+/// SAFETY: as `tile`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn store_tile<const R: usize, const C: usize>(acc: &[[__m512; C]; R], dst: [*mut f32; C]) {
+    if C != 4 {
+        let mut v = [[0f32; C]; R];
+        reduce_tile(acc, &mut v);
+        for (i, vi) in v.iter().enumerate() {
+            for (c, vc) in vi.iter().enumerate() {
+                *dst[c].add(i) = *vc;
+            }
+        }
+        return;
+    }
+    // 128-bit lane `c` of a `hsum16_transposed` of rows `r..r + 4` (accumulator `4p + c`
+    // is row `r + p`, token `c`) holds token `c`'s four sums in row order.
+    let mut r = 0;
+    while r + 4 <= R {
+        let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + j / 4][j % 4]));
+        _mm_storeu_ps(dst[0].add(r), _mm512_castps512_ps128(s));
+        _mm_storeu_ps(dst[1].add(r), _mm512_extractf32x4_ps::<1>(s));
+        _mm_storeu_ps(dst[2].add(r), _mm512_extractf32x4_ps::<2>(s));
+        _mm_storeu_ps(dst[3].add(r), _mm512_extractf32x4_ps::<3>(s));
+        r += 4;
+    }
+    if r + 2 <= R {
+        // Rows r, r + 1 twice: lane `c` is [row r, row r + 1, row r, row r + 1] of token `c`.
+        let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + (j % 8) / 4][j % 4]));
+        let two = |v: __m128| _mm_castps_si128(v);
+        _mm_storel_epi64(dst[0].add(r) as *mut __m128i, two(_mm512_castps512_ps128(s)));
+        _mm_storel_epi64(dst[1].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<1>(s)));
+        _mm_storel_epi64(dst[2].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<2>(s)));
+        _mm_storel_epi64(dst[3].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<3>(s)));
+        r += 2;
+    }
+    while r < R {
+        let mut one = [0f32; C];
+        reduce_into(&acc[r], &mut one);
+        for (c, v) in one.iter().enumerate() {
+            *dst[c].add(r) = *v;
+        }
+        r += 1;
+    }
 }
 
 #[cfg(test)]

@@ -573,13 +573,12 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
     /// SAFETY: as `rows_x_tokens`.
     #[inline(always)]
     unsafe fn call<const R: usize, const C: usize>(&self, wr: &[*const f32; R], r: usize, t: usize) {
-        let mut v = [[0f32; C]; R];
-        avx512::tile::<R, C>(*wr, std::array::from_fn(|c| (self.x)(t + c)), self.cols, &mut v);
-        for (i, vi) in v.iter().enumerate() {
-            for (c, vc) in vi.iter().enumerate() {
-                *self.out.at((t + c) * self.rows + r + i) = *vc;
-            }
-        }
+        avx512::tile::<R, C>(
+            *wr,
+            std::array::from_fn(|c| (self.x)(t + c)),
+            self.cols,
+            std::array::from_fn(|c| self.out.at((t + c) * self.rows + r)),
+        );
     }
 }
 
