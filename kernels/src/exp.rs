@@ -49,7 +49,7 @@ pub fn exp_slice(x: &mut [f32]) {
 /// `ln Σ e^x[i]` (max-shifted), summed in 16 lanes (lane `l` takes `i ≡ l mod 16`) then
 /// the fixed tree of `_mm512_reduce_add_ps`; the log in f64. NaNs are skipped.
 pub fn logsumexp(x: &[f32]) -> f32 {
-    let max = x.iter().cloned().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    let max = crate::rowmax::max_ignoring_nan(x);
     if max == f32::NEG_INFINITY || max == f32::INFINITY {
         return max;
     }

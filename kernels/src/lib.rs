@@ -17,6 +17,7 @@ pub mod norm;
 pub mod parallel;
 pub mod quant;
 pub mod rope;
+pub mod rowmax;
 pub(crate) mod shares;
 pub mod simd;
 #[doc(hidden)]

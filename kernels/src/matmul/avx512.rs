@@ -495,7 +495,12 @@ const PF: usize = 64;
 /// SAFETY (beyond the module's): each `dst[c]` has room for `R` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
-pub unsafe fn tile<const R: usize, const C: usize>(w: [*const f32; R], x: [*const f32; C], k: usize, dst: [*mut f32; C]) {
+pub unsafe fn tile<const R: usize, const C: usize>(
+    w: [*const f32; R],
+    x: [*const f32; C],
+    k: usize,
+    dst: [*mut f32; C],
+) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut i = 0;
     let step = |i: usize, acc: &mut [[__m512; C]; R]| {

@@ -15,16 +15,7 @@ use super::params::{SamplingParams, GREEDY_TEMPERATURE_EPS};
 /// Index of the largest logit; the first one on ties (`torch.argmax`). NaN counts as
 /// `-inf`; an empty or all-NaN/`-inf` row gives 0.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = f32::NEG_INFINITY;
-    let mut best_i = 0usize;
-    for (i, &x) in logits.iter().enumerate() {
-        // NaN > best is false, so NaN never wins.
-        if x > best {
-            best = x;
-            best_i = i;
-        }
-    }
-    best_i as u32
+    keel_kernels::rowmax::argmax(logits) as u32
 }
 
 /// A token still in the running: its (penalised) logit, id and unnormalised softmax
