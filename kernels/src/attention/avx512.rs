@@ -16,32 +16,40 @@ pub struct Query {
 /// Up to 6 queries (heads of consecutive tokens) against KV head `g`, positions
 /// `0..max_pos`. A query's positions past its own `n_pos` score -inf, so they add
 /// exact zeros to its softmax sums and outputs: its bits do not depend on the others.
+/// Positions from `fresh` on were written in this step (still in the caches): only the
+/// blocks before it are prefetched. (A 512-token prefill, all fresh, ran ~10% faster
+/// without prefetches; a 32-sequence decode, its cache streamed from memory, ~35% slower:
+/// `cargo bench ... attention/`.)
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 pub unsafe fn queries<E: KvElem>(
     qs: &[Query],
     table: &[u32],
     max_pos: usize,
+    fresh: usize,
     kv: &PagedKv<E>,
     g: usize,
     scale: f32,
     sc: &mut [f32],
 ) {
     match qs.len() {
-        1 => tile::<1, E>(qs, table, max_pos, kv, g, scale, sc),
-        2 => tile::<2, E>(qs, table, max_pos, kv, g, scale, sc),
-        3 => tile::<3, E>(qs, table, max_pos, kv, g, scale, sc),
-        4 => tile::<4, E>(qs, table, max_pos, kv, g, scale, sc),
-        5 => tile::<5, E>(qs, table, max_pos, kv, g, scale, sc),
-        6 => tile::<6, E>(qs, table, max_pos, kv, g, scale, sc),
+        1 => tile::<1, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
+        2 => tile::<2, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
+        3 => tile::<3, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
+        4 => tile::<4, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
+        5 => tile::<5, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
+        6 => tile::<6, E>(qs, table, max_pos, fresh, kv, g, scale, sc),
         n => unreachable!("{n} queries in one attention tile"),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 unsafe fn tile<const Q: usize, E: KvElem>(
     qs: &[Query],
     table: &[u32],
     max_pos: usize,
+    fresh: usize,
     kv: &PagedKv<E>,
     g: usize,
     scale: f32,
@@ -54,6 +62,8 @@ unsafe fn tile<const Q: usize, E: KvElem>(
     let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
     let base = sc.as_mut_ptr();
     let srow = |i: usize| base.add(i * n_padded);
+    // Block `b` was written before this step (worth prefetching).
+    let old = |b: usize| b * BLOCK < fresh;
     // Scores, 4 blocks (64 positions) × Q queries per pass: acc[i][p] = Σ_d q_i[d]·K[d][p].
     let mut b0 = 0;
     while b0 < n_blocks {
@@ -65,7 +75,7 @@ unsafe fn tile<const Q: usize, E: KvElem>(
         // `attention/streamed_*` ran ~7% faster).
         let next: [*const E; 4] = std::array::from_fn(|p| {
             let nb = b0 + 4 + p;
-            if nb < n_blocks {
+            if nb < n_blocks && old(nb) {
                 kv.k.as_ptr().add(kv.offset(table[nb], g))
             } else {
                 std::ptr::null()
@@ -75,20 +85,19 @@ unsafe fn tile<const Q: usize, E: KvElem>(
         // a V block is as long as a K block, one line of each per step over `d`.
         // (Prefetched one block ahead in the output pass only, V came from memory
         // there at half the bandwidth: `attention/streamed_*` 14 -> 10.7 ms.)
-        let vp: [*const E; 4] =
-            std::array::from_fn(
-                |p| {
-                    if p < nb {
-                        kv.v.as_ptr().add(kv.offset(table[b0 + p], g))
-                    } else {
-                        std::ptr::null()
-                    }
-                },
-            );
+        let vp: [*const E; 4] = std::array::from_fn(|p| {
+            if p < nb && old(b0 + p) {
+                kv.v.as_ptr().add(kv.offset(table[b0 + p], g))
+            } else {
+                std::ptr::null()
+            }
+        });
+        // (Tested once per pass, so the loop is compiled with and without the prefetches.)
+        let pf = next.iter().chain(&vp).any(|p| !p.is_null());
         let mut acc = [[_mm512_setzero_ps(); 4]; Q];
         for d in 0..hd {
             // One line per step over `d` (a BF16 row of a block is half a line).
-            if (d * BLOCK * size_of::<E>()).is_multiple_of(64) {
+            if pf && (d * BLOCK * size_of::<E>()).is_multiple_of(64) {
                 for np in next {
                     if !np.is_null() {
                         _mm_prefetch::<_MM_HINT_T1>(np.add(d * BLOCK) as *const i8);
@@ -147,7 +156,10 @@ unsafe fn tile<const Q: usize, E: KvElem>(
         for (bi, &b) in table[..n_blocks].iter().enumerate() {
             let vb = kv.v.as_ptr().add(kv.offset(b, g));
             // The next V block, a row's lines per position.
-            let vn = table.get(bi + 1).filter(|_| bi + 1 < n_blocks).map(|&nb| kv.v.as_ptr().add(kv.offset(nb, g)));
+            let vn = table
+                .get(bi + 1)
+                .filter(|_| bi + 1 < n_blocks && old(bi + 1))
+                .map(|&nb| kv.v.as_ptr().add(kv.offset(nb, g)));
             let valid = (max_pos - bi * BLOCK).min(BLOCK);
             for l in 0..valid {
                 if let Some(vn) = vn {

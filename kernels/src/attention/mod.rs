@@ -288,8 +288,10 @@ pub fn paged_attention_at<E: KvElem>(
                             };
                         }
                     }
+                    let seq = &seqs[token_seq[t0].0];
+                    let fresh = seq.context_len - seq.query_len;
                     // SAFETY: the level guarantees AVX-512; shapes checked above.
-                    unsafe { avx512::queries(&qs[..nt * group], table, max_pos, kv, g, scale, &mut sc) };
+                    unsafe { avx512::queries(&qs[..nt * group], table, max_pos, fresh, kv, g, scale, &mut sc) };
                 }
             } else if avx2 {
                 #[cfg(target_arch = "x86_64")]
@@ -319,7 +321,10 @@ pub fn paged_attention_at<E: KvElem>(
         if simd && own_end.is_some_and(|end| task + 1 < end) {
             let (t0, nt, g) = tasks[task + 1];
             let n_blocks = token_seq[t0 + nt - 1].1.div_ceil(BLOCK);
-            prefetch_k_start(&seqs[token_seq[t0].0].block_table[..n_blocks.min(4)], kv, g);
+            // Only blocks written before this step (`avx512::queries`).
+            let seq = &seqs[token_seq[t0].0];
+            let old = (seq.context_len - seq.query_len).div_ceil(BLOCK);
+            prefetch_k_start(&seq.block_table[..n_blocks.min(4).min(old)], kv, g);
         }
         run_task(task);
     });
