@@ -42,7 +42,7 @@ use crate::shares::deal;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::prefetch_lines;
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::_MM_HINT_T0;
+use std::arch::x86_64::_MM_HINT_T1;
 
 /// A borrowed `[rows, cols]` matrix stored row-major as `dtype` blocks.
 #[derive(Clone, Copy, Debug)]
@@ -302,7 +302,9 @@ fn matmul_generic(mut parts: Parts, x: &[f32], n_tokens: usize) {
 
 /// One token on AVX2: as on AVX-512, each thread streams one contiguous share of the rows
 /// (`crate::shares`), 16-row blocks at a time, and asks for the row `AHEAD` rows on in its
-/// own stream before each row it computes; each row is one `dot::avx2::dot_row`. (With
+/// own stream before each row it computes, into L2 (into L1, an F16 decode ran at 61 against
+/// 68 tok/s with `KEEL_SIMD=avx2` on the Intel Xeon VM of 2026-12-03); each row is one
+/// `dot::avx2::dot_row`. (With
 /// 16-row tasks claimed in turn and no prefetch, a decode step's matrices streamed from
 /// memory at half the AVX-512 path's rate, though in cache the two compute alike.)
 #[cfg(target_arch = "x86_64")]
@@ -315,7 +317,7 @@ fn gemv_avx2(mut parts: Parts, x: &[f32]) {
         for r in r0..r1 {
             if r + AHEAD < pf_end {
                 let next = w.row(r + AHEAD);
-                prefetch_lines::<_MM_HINT_T0, u8>(next.as_ptr(), next.len());
+                prefetch_lines::<_MM_HINT_T1, u8>(next.as_ptr(), next.len());
             }
             // SAFETY: the level is AVX2 (checked by the caller); the row holds `cols`
             // elements of its dtype, as many as `x`; row r's output is this block's.
