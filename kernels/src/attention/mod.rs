@@ -186,6 +186,13 @@ pub struct AttnSeq<'a> {
     pub block_table: &'a [u32],
 }
 
+impl AttnSeq<'_> {
+    /// Positions written before this step: the first query token's position.
+    pub fn past_len(&self) -> usize {
+        self.context_len - self.query_len
+    }
+}
+
 thread_local! {
     static SCORES: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
     /// The caller's per-call index vectors (`Plan`), kept for their allocations.
@@ -241,7 +248,7 @@ pub fn paged_attention_at<E: KvElem>(
         let max_block = seq.block_table.iter().map(|b| *b as usize + 1).max().unwrap_or(0);
         assert!(kv.offset(max_block as u32, 0) <= kv.k.len(), "block id out of range");
         for j in 0..seq.query_len {
-            token_seq[seq.query_start + j] = (s, seq.context_len - seq.query_len + j + 1);
+            token_seq[seq.query_start + j] = (s, seq.past_len() + j + 1);
         }
     }
     assert!(token_seq.iter().all(|(s, _)| *s != usize::MAX), "a token belongs to no sequence");
@@ -288,8 +295,7 @@ pub fn paged_attention_at<E: KvElem>(
                             };
                         }
                     }
-                    let seq = &seqs[token_seq[t0].0];
-                    let fresh = seq.context_len - seq.query_len;
+                    let fresh = seqs[token_seq[t0].0].past_len();
                     // SAFETY: the level guarantees AVX-512; shapes checked above.
                     unsafe { avx512::queries(&qs[..nt * group], table, max_pos, fresh, kv, g, scale, &mut sc) };
                 }
@@ -323,7 +329,7 @@ pub fn paged_attention_at<E: KvElem>(
             let n_blocks = token_seq[t0 + nt - 1].1.div_ceil(BLOCK);
             // Only blocks written before this step (`avx512::queries`).
             let seq = &seqs[token_seq[t0].0];
-            let old = (seq.context_len - seq.query_len).div_ceil(BLOCK);
+            let old = seq.past_len().div_ceil(BLOCK);
             prefetch_k_start(&seq.block_table[..n_blocks.min(4).min(old)], kv, g);
         }
         run_task(task);

@@ -257,30 +257,6 @@ pub(super) unsafe fn reduce_into<const N: usize>(acc: &[__m512; N], out: &mut [f
     }
 }
 
-/// `out[r][c] = hsum(acc[r][c])` for a tile: whole groups of `16 / C` rows sixteen sums at
-/// a time (`hsum16_transposed`), the other rows by `reduce_into`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-#[inline]
-pub(super) unsafe fn reduce_tile<const R: usize, const C: usize>(acc: &[[__m512; C]; R], out: &mut [[f32; C]; R]) {
-    let mut r = 0;
-    if 16 % C == 0 {
-        let rows = 16 / C;
-        while r + rows <= R {
-            let mut t = [0f32; 16];
-            _mm512_storeu_ps(t.as_mut_ptr(), hsum16_transposed(&std::array::from_fn(|j| acc[r + j / C][j % C])));
-            // Element `4j + p` is the sum of accumulator `4p + j`.
-            for (e, te) in t.iter().enumerate() {
-                let f = 4 * (e % 4) + e / 4;
-                out[r + f / C][f % C] = *te;
-            }
-            r += rows;
-        }
-    }
-    for (a, o) in acc[r..].iter().zip(&mut out[r..]) {
-        reduce_into(a, o);
-    }
-}
-
 /// Memory to pull into the cache while a GEMV works (the rows it will read next), into L2
 /// (`_MM_HINT_T1`): on the Intel Xeon VM of 2026-12-03 asking for L1 instead ran an F16
 /// decode at 72 against 89 tok/s (`runtime bench -p 0 -n 128`), and the tiles' next six rows
@@ -542,43 +518,35 @@ pub unsafe fn tile<const R: usize, const C: usize>(
 
 /// `dst[c][r] = hsum(acc[r][c])`. Four tokens' sums leave sixteen (four rows) or eight (two
 /// rows, the same sixteen-sum tree with each accumulator twice, whose repeats the compiler
-/// drops) per `hsum16_transposed`, each token's rows as one vector store; other shapes
-/// through `reduce_tile`, one store per sum.
+/// drops) per `hsum16_transposed`, each token's rows as one vector store; other rows (all
+/// of them for other token counts) one row at a time through `reduce_into`.
 ///
 /// SAFETY: as `tile`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
 unsafe fn store_tile<const R: usize, const C: usize>(acc: &[[__m512; C]; R], dst: [*mut f32; C]) {
-    if C != 4 {
-        let mut v = [[0f32; C]; R];
-        reduce_tile(acc, &mut v);
-        for (i, vi) in v.iter().enumerate() {
-            for (c, vc) in vi.iter().enumerate() {
-                *dst[c].add(i) = *vc;
-            }
-        }
-        return;
-    }
-    // 128-bit lane `c` of a `hsum16_transposed` of rows `r..r + 4` (accumulator `4p + c`
-    // is row `r + p`, token `c`) holds token `c`'s four sums in row order.
     let mut r = 0;
-    while r + 4 <= R {
-        let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + j / 4][j % 4]));
-        _mm_storeu_ps(dst[0].add(r), _mm512_castps512_ps128(s));
-        _mm_storeu_ps(dst[1].add(r), _mm512_extractf32x4_ps::<1>(s));
-        _mm_storeu_ps(dst[2].add(r), _mm512_extractf32x4_ps::<2>(s));
-        _mm_storeu_ps(dst[3].add(r), _mm512_extractf32x4_ps::<3>(s));
-        r += 4;
-    }
-    if r + 2 <= R {
-        // Rows r, r + 1 twice: lane `c` is [row r, row r + 1, row r, row r + 1] of token `c`.
-        let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + (j % 8) / 4][j % 4]));
-        let two = |v: __m128| _mm_castps_si128(v);
-        _mm_storel_epi64(dst[0].add(r) as *mut __m128i, two(_mm512_castps512_ps128(s)));
-        _mm_storel_epi64(dst[1].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<1>(s)));
-        _mm_storel_epi64(dst[2].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<2>(s)));
-        _mm_storel_epi64(dst[3].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<3>(s)));
-        r += 2;
+    if C == 4 {
+        // 128-bit lane `c` of a `hsum16_transposed` of rows `r..r + 4` (accumulator `4p + c`
+        // is row `r + p`, token `c`) holds token `c`'s four sums in row order.
+        while r + 4 <= R {
+            let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + j / 4][j % 4]));
+            _mm_storeu_ps(dst[0].add(r), _mm512_castps512_ps128(s));
+            _mm_storeu_ps(dst[1].add(r), _mm512_extractf32x4_ps::<1>(s));
+            _mm_storeu_ps(dst[2].add(r), _mm512_extractf32x4_ps::<2>(s));
+            _mm_storeu_ps(dst[3].add(r), _mm512_extractf32x4_ps::<3>(s));
+            r += 4;
+        }
+        if r + 2 <= R {
+            // Rows r, r + 1 twice: lane `c` is [row r, row r + 1, row r, row r + 1] of token `c`.
+            let s = hsum16_transposed(&std::array::from_fn(|j| acc[r + (j % 8) / 4][j % 4]));
+            let two = |v: __m128| _mm_castps_si128(v);
+            _mm_storel_epi64(dst[0].add(r) as *mut __m128i, two(_mm512_castps512_ps128(s)));
+            _mm_storel_epi64(dst[1].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<1>(s)));
+            _mm_storel_epi64(dst[2].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<2>(s)));
+            _mm_storel_epi64(dst[3].add(r) as *mut __m128i, two(_mm512_extractf32x4_ps::<3>(s)));
+            r += 2;
+        }
     }
     while r < R {
         let mut one = [0f32; C];
