@@ -481,7 +481,61 @@ pub unsafe fn tile<const R: usize, const C: usize>(
     dst: [*mut f32; C],
 ) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let mut i = 0;
+    accumulate(w, x, 0, k, k, &mut acc);
+    store_tile(&acc, dst);
+}
+
+/// Elements `i0..i1` of `tile`'s sums, for rows too long to stay in L1 next to the tokens
+/// (`tile` runs all of `k` per call, so rows and tokens together must fit). `carry` holds the
+/// `R·C` accumulators (16 lanes each, row-major) of elements `0..i0` (not read when `i0` is 0)
+/// and takes those of `0..i1`; when `i1 == k` the sums go to `dst` instead. Each lane sees the
+/// same FMAs in the same order as in `tile`, so the sums have `tile`'s bits.
+///
+/// SAFETY: as `tile`; `i0` is a multiple of 16, `i0 < i1 <= k`, and `i1` is a multiple of 16
+/// or `k`; `carry` has room for `16·R·C` floats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+pub unsafe fn tile_span<const R: usize, const C: usize>(
+    w: [*const f32; R],
+    x: [*const f32; C],
+    (i0, i1, k): (usize, usize, usize),
+    carry: *mut f32,
+    dst: [*mut f32; C],
+) {
+    let slot = |r: usize, c: usize| carry.add(16 * (r * C + c));
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    if i0 > 0 {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (c, a) in row.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(slot(r, c));
+            }
+        }
+    }
+    accumulate(w, x, i0, i1, k, &mut acc);
+    if i1 == k {
+        store_tile(&acc, dst);
+    } else {
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(slot(r, c), *a);
+            }
+        }
+    }
+}
+
+/// Adds elements `i0..i1` (of `k`) of each row-token product to `acc`, two 16-element steps
+/// per loop trip; a last partial step (when `i1 == k` is not a multiple of 16) is masked.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+#[inline]
+unsafe fn accumulate<const R: usize, const C: usize>(
+    w: [*const f32; R],
+    x: [*const f32; C],
+    i0: usize,
+    i1: usize,
+    k: usize,
+    acc: &mut [[__m512; C]; R],
+) {
+    let mut i = i0;
     let step = |i: usize, acc: &mut [[__m512; C]; R]| {
         let mut xv = [_mm512_setzero_ps(); C];
         for c in 0..C {
@@ -495,16 +549,17 @@ pub unsafe fn tile<const R: usize, const C: usize>(
             }
         }
     };
-    while i + 32 <= k {
-        step(i, &mut acc);
-        step(i + 16, &mut acc);
+    while i + 32 <= i1 {
+        step(i, acc);
+        step(i + 16, acc);
         i += 32;
     }
-    if i + 16 <= k {
-        step(i, &mut acc);
+    if i + 16 <= i1 {
+        step(i, acc);
         i += 16;
     }
-    if i < k {
+    if i < i1 {
+        debug_assert_eq!(i1, k);
         let m = lanes(k - i);
         for r in 0..R {
             let wv = _mm512_maskz_loadu_ps(m, w[r].add(i));
@@ -513,7 +568,6 @@ pub unsafe fn tile<const R: usize, const C: usize>(
             }
         }
     }
-    store_tile(&acc, dst);
 }
 
 /// `dst[c][r] = hsum(acc[r][c])`. Four tokens' sums leave sixteen (four rows) or eight (two

@@ -13,7 +13,9 @@
 //!   expanded into a thread-local, L1-sized f32 scratch (exact values of the reference
 //!   dequantizer), then a 6-row × 4-token register-tiled micro-kernel runs them against a
 //!   block of up to 128 tokens (whose activations stay in L2). A thread prefetches the
-//!   rows it will take next, across chunks of its own share.
+//!   rows it will take next, across chunks of its own share. Rows longer than 768 go a
+//!   span at a time against the whole block, the accumulators carried between spans (same
+//!   FMAs per lane, same bits); tokens beyond 1 MiB go one 128-token block per deal.
 //! * AVX2, one token: the same contiguous shares of 16-row blocks, one `dot_row` per row,
 //!   the row 4 ahead prefetched. Several tokens: 16-row tasks, each row expanded once, then
 //!   three rows at a time against each token of a 64-token block (`dot_f32_tile`).
@@ -407,6 +409,19 @@ const TILED_CHUNK: usize = 24;
 #[cfg(target_arch = "x86_64")]
 const TOKEN_BLOCK: usize = 128;
 
+/// The most elements of a row one tile call runs: six rows and four tokens of 768 floats
+/// (30 KiB) stay in a 48 KiB L1 from one call to the next. Longer rows go in near-equal
+/// spans (`avx512::tile_span`), each against all tokens of the block, the accumulators
+/// carried between spans in `CARRY_SLOT` floats per tile call. (On the Intel Xeon VM of
+/// 2026-12-03 the whole 1536-element rows of the FFN's down projection ran ~20% slower per
+/// FMA than 576-element ones: 6 rows and 4 tokens of them, 60 KiB, thrashed the L1.)
+#[cfg(target_arch = "x86_64")]
+const SPAN: usize = 768;
+#[cfg(target_arch = "x86_64")]
+const CARRY_SLOT: usize = 6 * 4 * 16;
+#[cfg(target_arch = "x86_64")]
+const CARRY_LEN: usize = (TOKEN_BLOCK / 4 + 2) * CARRY_SLOT;
+
 #[cfg(target_arch = "x86_64")]
 fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
     if n_tokens == 1 {
@@ -441,27 +456,39 @@ fn matmul_avx512(mut parts: Parts, x: &[f32], n_tokens: usize) {
     // takes next are known and already on their way when it gets there (with chunks handed
     // out one by one, the first group of every chunk came cold from memory: ~10% of a
     // 32-sequence decode went to stalls in `expand_row`).
-    deal(parts.number(TILED_CHUNK), |u, own_end| tiled_chunk(&parts, u, own_end, x, n_tokens));
+    //
+    // Tokens whose rows (all of them, `x`) outgrow half an L2 go a 128-token block at a time,
+    // each block dealt out on its own: the block stays in L2 while every chunk passes by.
+    // (Dealt in one go, each chunk read all of `x` from beyond L2: 512 tokens of 1536
+    // elements, 3 MiB, made the FFN's down projection ~20% slower per FMA than the gate.)
+    let n_chunks = parts.number(TILED_CHUNK);
+    let cols = parts.parts[0].w.cols;
+    let block = if n_tokens * cols * 4 > 1 << 20 { TOKEN_BLOCK } else { n_tokens };
+    for t0 in (0..n_tokens).step_by(block) {
+        let tokens = t0..(t0 + block).min(n_tokens);
+        deal(n_chunks, |u, own_end| tiled_chunk(&parts, u, own_end, x, tokens.clone()));
+    }
 }
 
-/// Chunk `u` of `parts` (24 rows) against all `n_tokens` tokens of `x` (see
-/// `matmul_avx512`); `own_end`: the chunk is from this thread's share, which ends at that
+/// Chunk `u` of `parts` (24 rows) against tokens `tokens` of `x` (see `matmul_avx512`);
+/// `own_end`: the chunk is from this thread's share, which ends at that
 /// chunk, so the rows after it are this thread's next and are prefetched.
 #[cfg(target_arch = "x86_64")]
-fn tiled_chunk(parts: &Parts, u: usize, own_end: Option<usize>, x: &[f32], n_tokens: usize) {
+fn tiled_chunk(parts: &Parts, u: usize, own_end: Option<usize>, x: &[f32], tokens: std::ops::Range<usize>) {
     let (p, r0, r1, pf_end) = parts.dealt_rows(u, TILED_CHUNK, own_end);
     let (w, o) = (&p.w, p.out);
     let (rows, cols) = (w.rows, w.cols);
     let row_ptr = |r: usize| w.row(r).as_ptr();
-    // Rows of the scratch start on cache lines when `cols` is a multiple of 16.
+    // Rows of the scratch start on cache lines when `cols` is a multiple of 16; the tiles'
+    // carried accumulators follow them.
     let stride = cols.div_ceil(16) * 16;
-    with_scratch(6 * stride, |scratch| {
+    with_scratch(6 * stride + CARRY_LEN, |scratch| {
         // SAFETY: level checked by simd_level(); rows hold `cols` elements; scratch
         // holds 6 expanded rows; outputs of rows r0..r1 belong to this task.
         unsafe {
             let xp = x.as_ptr();
-            for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
-                let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
+            for t0 in tokens.clone().step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(tokens.end);
                 let mut r = r0;
                 while r < r1 {
                     let n = if r1 - r >= 6 {
@@ -483,6 +510,7 @@ fn tiled_chunk(parts: &Parts, u: usize, own_end: Option<usize>, x: &[f32], n_tok
                     }
                     let sp = scratch.as_ptr();
                     let ctx = Tiles {
+                        carry: scratch.as_mut_ptr().add(6 * stride),
                         w: |rr: usize| sp.add((rr - r) * stride),
                         x: |t: usize| xp.add(t * cols),
                         cols,
@@ -539,6 +567,8 @@ unsafe fn gemv_groups<const G: usize>(
 /// The operands of one task's tiles.
 #[cfg(target_arch = "x86_64")]
 struct Tiles<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> {
+    /// `CARRY_LEN` floats for `avx512::tile_span`'s accumulators.
+    carry: *mut f32,
     w: W,
     x: X,
     cols: usize,
@@ -548,28 +578,75 @@ struct Tiles<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> {
 
 #[cfg(target_arch = "x86_64")]
 impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
-    /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call.
+    /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call; rows longer
+    /// than `SPAN` a span at a time against all the tokens.
     ///
-    /// SAFETY: AVX-512 available; rows and tokens in range and owned by the caller.
+    /// SAFETY: AVX-512 available; rows and tokens in range and owned by the caller;
+    /// `t1 - t0 <= TOKEN_BLOCK`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn rows_x_tokens<const R: usize>(&self, r: usize, t0: usize, t1: usize, next: avx512::Prefetch) {
         let wr: [*const f32; R] = std::array::from_fn(|i| (self.w)(r + i));
+        let spans = self.cols.div_ceil(SPAN);
         // `next`'s cache lines, a share before each 4-token call.
-        let mut next = next.spread((t1 - t0) / 4);
-        let mut t = t0;
-        while t + 4 <= t1 {
-            next.step();
-            self.call::<R, 4>(&wr, r, t);
-            t += 4;
+        let mut next = next.spread(spans * ((t1 - t0) / 4));
+        if spans == 1 {
+            let mut t = t0;
+            while t + 4 <= t1 {
+                next.step();
+                self.call::<R, 4>(&wr, r, t);
+                t += 4;
+            }
+            next.rest();
+            while t + 2 <= t1 {
+                self.call::<R, 2>(&wr, r, t);
+                t += 2;
+            }
+            if t < t1 {
+                self.call::<R, 1>(&wr, r, t);
+            }
+            return;
+        }
+        // Multiples of 32 elements: the spans meet on whole steps, so each lane's sums
+        // are those of one call over the whole row.
+        let len = self.cols.div_ceil(spans).next_multiple_of(32);
+        let mut i0 = 0;
+        while i0 < self.cols {
+            let span = (i0, (i0 + len).min(self.cols));
+            let (mut t, mut slot) = (t0, 0);
+            while t + 4 <= t1 {
+                next.step();
+                self.span::<R, 4>(&wr, r, t, span, slot);
+                (t, slot) = (t + 4, slot + 1);
+            }
+            while t + 2 <= t1 {
+                self.span::<R, 2>(&wr, r, t, span, slot);
+                (t, slot) = (t + 2, slot + 1);
+            }
+            if t < t1 {
+                self.span::<R, 1>(&wr, r, t, span, slot);
+            }
+            i0 = span.1;
         }
         next.rest();
-        while t + 2 <= t1 {
-            self.call::<R, 2>(&wr, r, t);
-            t += 2;
-        }
-        if t < t1 {
-            self.call::<R, 1>(&wr, r, t);
-        }
+    }
+
+    /// SAFETY: as `rows_x_tokens`; `slot` < `CARRY_LEN / CARRY_SLOT`.
+    #[inline(always)]
+    unsafe fn span<const R: usize, const C: usize>(
+        &self,
+        wr: &[*const f32; R],
+        r: usize,
+        t: usize,
+        (i0, i1): (usize, usize),
+        slot: usize,
+    ) {
+        avx512::tile_span::<R, C>(
+            *wr,
+            std::array::from_fn(|c| (self.x)(t + c)),
+            (i0, i1, self.cols),
+            self.carry.add(slot * CARRY_SLOT),
+            std::array::from_fn(|c| self.out.at((t + c) * self.rows + r)),
+        );
     }
 
     /// SAFETY: as `rows_x_tokens`.
@@ -645,6 +722,35 @@ mod tests {
                     matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
                     assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype} {rows}x{cols}: token {t}");
                 }
+            }
+        }
+    }
+
+    /// Rows longer than `SPAN` (the AVX-512 tiles run them a span at a time, carrying
+    /// their accumulators between spans; float rows with a masked last step) against
+    /// enough tokens to go a token block per deal: each token alone gives the batch's bits.
+    #[test]
+    fn long_rows_and_many_tokens_are_batch_invariant() {
+        let mut rng = Lcg(19);
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_1, DType::Q4K, DType::Q6K] {
+            let cols = match dtype.block_size() {
+                256 => 1792,
+                32 => 1568,
+                _ => 1607,
+            };
+            let rows = 29;
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(dtype, cols, &mut rng)).collect();
+            let wm = WeightMatrix::new(dtype, &w, rows, cols).expect("shape");
+            let n = 170;
+            assert!(n * cols * 4 > 1 << 20, "the batch must take the block-per-deal path");
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
+            let mut out = vec![0f32; n * rows];
+            matmul(&wm, &x, &mut out);
+            for t in 0..n {
+                let mut one = vec![0f32; rows];
+                matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&one), bits(&out[t * rows..(t + 1) * rows]), "{dtype} {rows}x{cols}: token {t}");
             }
         }
     }
