@@ -10,6 +10,8 @@
 //! Angles follow HF: `θ = position · inv_freq[i]` as one f32 product; cos/sin of it are
 //! correctly rounded; the rotation is `x0·cos − x1·sin`, `x1·cos + x0·sin`.
 
+use crate::parallel::SharedMut;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
     NeoX,
@@ -45,9 +47,75 @@ pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], styl
     }
 }
 
+/// Tokens per pool task of `apply_rope_rows`; fewer than twice this many stay on the
+/// calling thread.
+const PARALLEL_TOKENS: usize = 8;
+
+/// `apply_rope` for every token of `q` and `k` (`n` rows each, whole heads), token `t` by
+/// row `t` of `cos` and `sin` (`[n, head_dim / 2]`); from `2 * PARALLEL_TOKENS` tokens on
+/// over the pool, which changes no token's operations.
+pub fn apply_rope_rows(q: &mut [f32], k: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+    let half = head_dim / 2;
+    assert!(half > 0 && cos.len() == sin.len() && cos.len() % half == 0, "apply_rope_rows: cos/sin shapes");
+    let n = cos.len() / half;
+    assert!(n > 0 && q.len() % n == 0 && k.len() % n == 0, "apply_rope_rows: q/k are not {n} rows");
+    let (qw, kw) = (q.len() / n, k.len() / n);
+    let rope = |t: usize, q: &mut [f32], k: &mut [f32]| {
+        let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+        apply_rope(q, head_dim, c, s, style);
+        apply_rope(k, head_dim, c, s, style);
+    };
+    if n < 2 * PARALLEL_TOKENS {
+        for (t, (qt, kt)) in q.chunks_exact_mut(qw).zip(k.chunks_exact_mut(kw)).enumerate() {
+            rope(t, qt, kt);
+        }
+        return;
+    }
+    let (qs, ks) = (SharedMut::new(q), SharedMut::new(k));
+    crate::parallel::parallel_for(n.div_ceil(PARALLEL_TOKENS), &|i| {
+        for t in i * PARALLEL_TOKENS..((i + 1) * PARALLEL_TOKENS).min(n) {
+            // SAFETY: task `i` alone gets tokens `i * PARALLEL_TOKENS..`, whose rows lie in
+            // `q` and `k`; both stay borrowed mutably until every task has returned.
+            let (qt, kt) = unsafe {
+                (std::slice::from_raw_parts_mut(qs.at(t * qw), qw), std::slice::from_raw_parts_mut(ks.at(t * kw), kw))
+            };
+            rope(t, qt, kt);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply_rope_rows` gives each token `apply_rope`'s bits with its own angles, on the
+    /// calling thread (few tokens) and over the pool (many), in both layouts.
+    #[test]
+    fn rows_are_apply_rope_token_by_token() {
+        let (hd, nh, nkv) = (8, 3, 1);
+        let inv_freq = [1.0f32, 0.3, 0.05, 0.001];
+        for n in [1usize, 5, 16, 37] {
+            for style in [RopeStyle::NeoX, RopeStyle::Interleaved] {
+                let (mut cos, mut sin) = (vec![0f32; n * 4], vec![0f32; n * 4]);
+                for t in 0..n {
+                    rope_cos_sin(7 * t as u32 + 3, &inv_freq, &mut cos[t * 4..][..4], &mut sin[t * 4..][..4]);
+                }
+                let q: Vec<f32> = (0..n * nh * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+                let k: Vec<f32> = (0..n * nkv * hd).map(|i| (i as f32 * 0.11).cos()).collect();
+                let (mut qw, mut kw) = (q.clone(), k.clone());
+                for t in 0..n {
+                    let (c, s) = (&cos[t * 4..][..4], &sin[t * 4..][..4]);
+                    apply_rope(&mut qw[t * nh * hd..][..nh * hd], hd, c, s, style);
+                    apply_rope(&mut kw[t * nkv * hd..][..nkv * hd], hd, c, s, style);
+                }
+                let (mut qr, mut kr) = (q, k);
+                apply_rope_rows(&mut qr, &mut kr, hd, &cos, &sin, style);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&qr), bits(&qw), "q, {n} tokens, {style:?}");
+                assert_eq!(bits(&kr), bits(&kw), "k, {n} tokens, {style:?}");
+            }
+        }
+    }
 
     #[test]
     fn layouts_agree_up_to_the_permutation() {

@@ -17,7 +17,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use keel_kernels::attention::{layer_len, paged_attention, write_kv, AttnSeq, KvElem, PagedKv};
+use keel_kernels::attention::{layer_len, paged_attention, write_kv, write_kv_rows, AttnSeq, KvElem, PagedKv};
 use memmap2::MmapMut;
 use std::any::TypeId;
 
@@ -149,6 +149,22 @@ impl KvCache {
         let (n, heads, hd) = (self.per_layer, self.num_kv_heads, self.head_dim);
         let (kc, vc) = self.elems_mut::<E>()[2 * layer * n..][..2 * n].split_at_mut(n);
         write_kv(kc, vc, slot, k, v, heads, hd);
+    }
+
+    /// `write` for every token of a batch: rows `t` of `k` and `v` go to `slots[t]`
+    /// (`keel_kernels::attention::write_kv_rows`: over the pool for larger batches).
+    pub fn write_rows(&mut self, layer: usize, slots: &[u32], k: &[f32], v: &[f32]) {
+        match self.dtype {
+            KvCacheDtype::F32 => self.write_rows_as::<f32>(layer, slots, k, v),
+            KvCacheDtype::F16 => self.write_rows_as::<half::f16>(layer, slots, k, v),
+            KvCacheDtype::Bf16 => self.write_rows_as::<half::bf16>(layer, slots, k, v),
+        }
+    }
+
+    fn write_rows_as<E: KvElem>(&mut self, layer: usize, slots: &[u32], k: &[f32], v: &[f32]) {
+        let (n, heads, hd) = (self.per_layer, self.num_kv_heads, self.head_dim);
+        let (kc, vc) = self.elems_mut::<E>()[2 * layer * n..][..2 * n].split_at_mut(n);
+        write_kv_rows(kc, vc, slots, k, v, heads, hd);
     }
 
     /// Layer `layer`'s K and V as `E` (panics unless `E` is the cache's element type).

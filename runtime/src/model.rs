@@ -25,7 +25,7 @@ use keel_kernels::aligned::AlignedBuf;
 use keel_kernels::attention::AttnSeq;
 use keel_kernels::matmul::{matmul, matmul_many, WeightMatrix};
 use keel_kernels::norm::rms_norm;
-use keel_kernels::rope::{apply_rope, rope_cos_sin};
+use keel_kernels::rope::{apply_rope_rows, rope_cos_sin};
 use std::sync::Mutex;
 
 pub struct Model {
@@ -140,7 +140,7 @@ impl Model {
         let mut guard = self.workspace.lock().map_err(|_| Error::Model("a previous forward pass panicked".into()))?;
         let ws = &mut *guard;
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (nh, nkv) = (cfg.num_heads, cfg.num_kv_heads);
+        let nh = cfg.num_heads;
         let half = hd / 2;
 
         // [n, hidden]
@@ -179,18 +179,8 @@ impl Model {
                 &ws.normed,
                 [&mut ws.q, &mut ws.k, &mut ws.v],
             )?;
-            let kv_w = nkv * hd;
-            for t in 0..n {
-                let (cos, sin) = (&ws.cos[t * half..(t + 1) * half], &ws.sin[t * half..(t + 1) * half]);
-                apply_rope(&mut ws.q[t * nh * hd..(t + 1) * nh * hd], hd, cos, sin, cfg.rope_style);
-                apply_rope(&mut ws.k[t * kv_w..(t + 1) * kv_w], hd, cos, sin, cfg.rope_style);
-                kv.write(
-                    l,
-                    batch.slot_mapping[t] as usize,
-                    &ws.k[t * kv_w..(t + 1) * kv_w],
-                    &ws.v[t * kv_w..(t + 1) * kv_w],
-                );
-            }
+            apply_rope_rows(&mut ws.q, &mut ws.k, hd, &ws.cos, &ws.sin, cfg.rope_style);
+            kv.write_rows(l, &batch.slot_mapping, &ws.k, &ws.v);
             kv.attention(l, &ws.q, &seqs, nh, scale, &mut ws.attn);
             linear(&lw.wo, None, &ws.attn, &mut ws.proj)?; // [n, hidden]
             for (xi, oi) in ws.x.iter_mut().zip(ws.proj.iter()) {

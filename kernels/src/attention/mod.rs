@@ -175,6 +175,65 @@ pub fn write_kv<E: KvElem>(
     }
 }
 
+/// Tokens per batch from which `write_kv_rows` goes over the pool.
+const PARALLEL_WRITE_TOKENS: usize = 8;
+
+/// Dimension ranges per KV head that `write_kv_rows`' tasks take.
+const WRITE_PARTS: usize = 4;
+
+/// `write_kv` for every token of a batch: row `t` of `k` and `v` (`[n, n_kv_heads *
+/// head_dim]` each) goes to cache slot `slots[t]`. From `PARALLEL_WRITE_TOKENS` tokens on
+/// the writes go over the pool, a task per KV head and quarter of its dimensions: a task
+/// writes only those dimensions of that head, in every block, tokens in order — so the
+/// tasks' elements are disjoint whatever the slots, and the cache ends as after `write_kv`
+/// token by token (a repeated slot keeps its last token's values). Panics if a slot lies
+/// outside the cache, as `write_kv` does.
+pub fn write_kv_rows<E: KvElem>(
+    k_cache: &mut [E],
+    v_cache: &mut [E],
+    slots: &[u32],
+    k: &[f32],
+    v: &[f32],
+    n_kv_heads: usize,
+    head_dim: usize,
+) {
+    let width = n_kv_heads * head_dim;
+    let n = slots.len();
+    assert!(k.len() == n * width && v.len() == n * width, "write_kv_rows: k/v are not {n} rows of {width}");
+    if n < PARALLEL_WRITE_TOKENS {
+        for (t, &slot) in slots.iter().enumerate() {
+            let rows = t * width..(t + 1) * width;
+            write_kv(k_cache, v_cache, slot as usize, &k[rows.clone()], &v[rows], n_kv_heads, head_dim);
+        }
+        return;
+    }
+    let slot_len = width * BLOCK;
+    let blocks = k_cache.len() / slot_len;
+    assert!(k_cache.len() == v_cache.len() && k_cache.len() == blocks * slot_len, "write_kv_rows: cache shapes");
+    if let Some(&bad) = slots.iter().find(|&&s| s as usize >= blocks * BLOCK) {
+        panic!("write_kv_rows: slot {bad} outside a cache of {} slots", blocks * BLOCK);
+    }
+    let (kc, vc) = (SharedMut::new(k_cache), SharedMut::new(v_cache));
+    crate::parallel::parallel_for(n_kv_heads * WRITE_PARTS, &|task| {
+        let (g, part) = (task / WRITE_PARTS, task % WRITE_PARTS);
+        let dims = part * head_dim / WRITE_PARTS..(part + 1) * head_dim / WRITE_PARTS;
+        for (t, &slot) in slots.iter().enumerate() {
+            let (b, off) = (slot as usize / BLOCK, slot as usize % BLOCK);
+            let base = (b * n_kv_heads + g) * head_dim * BLOCK;
+            let row = t * width + g * head_dim;
+            for d in dims.clone() {
+                // SAFETY: slot checked above, so both indices lie in the caches; (head g,
+                // dimension d) of every block belongs to this task alone (see above), and
+                // the caches stay borrowed mutably until every task has returned.
+                unsafe {
+                    *kc.at(base + d * BLOCK + off) = E::from_f32(k[row + d]);
+                    *vc.at(base + off * head_dim + d) = E::from_f32(v[row + d]);
+                }
+            }
+        }
+    });
+}
+
 /// The query tokens of one sequence in a batch.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnSeq<'a> {
@@ -422,6 +481,48 @@ mod tests {
     use super::*;
     use crate::simd::available_levels;
     use crate::test_util::Lcg;
+
+    /// `write_kv_rows` leaves the caches as `write_kv` token after token, below and above
+    /// the batch size where it goes over the pool, for every element type, with a slot
+    /// written twice in one batch (the later token's values stay) and head dimensions that
+    /// are not a multiple of the four parts.
+    #[test]
+    fn write_kv_rows_is_write_kv_token_by_token() {
+        fn case<E: KvElem + PartialEq + std::fmt::Debug>(n: usize, nkv: usize, hd: usize, rng: &mut Lcg) {
+            let num_blocks = 6;
+            let slots: Vec<u32> =
+                (0..n).map(|t| if t == n - 1 { 3 } else { ((t * 37 + 5) % (num_blocks * BLOCK)) as u32 }).collect();
+            let k: Vec<f32> = (0..n * nkv * hd).map(|_| rng.normal()).collect();
+            let v: Vec<f32> = (0..n * nkv * hd).map(|_| rng.normal()).collect();
+            let len = layer_len(num_blocks, nkv, hd);
+            let (mut kw, mut vw) = (vec![E::default(); len], vec![E::default(); len]);
+            let w = nkv * hd;
+            for (t, &slot) in slots.iter().enumerate() {
+                write_kv(&mut kw, &mut vw, slot as usize, &k[t * w..(t + 1) * w], &v[t * w..(t + 1) * w], nkv, hd);
+            }
+            let (mut kr, mut vr) = (vec![E::default(); len], vec![E::default(); len]);
+            write_kv_rows(&mut kr, &mut vr, &slots, &k, &v, nkv, hd);
+            assert_eq!(kr, kw, "K, {n} tokens, {nkv} x {hd}");
+            assert_eq!(vr, vw, "V, {n} tokens, {nkv} x {hd}");
+        }
+        let mut rng = Lcg(29);
+        for (n, nkv, hd) in [(1, 3, 64), (7, 2, 8), (8, 3, 64), (40, 3, 64), (33, 2, 6), (20, 1, 2)] {
+            case::<f32>(n, nkv, hd, &mut rng);
+            case::<half::f16>(n, nkv, hd, &mut rng);
+            case::<half::bf16>(n, nkv, hd, &mut rng);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a cache")]
+    fn write_kv_rows_rejects_a_slot_past_the_cache() {
+        let (nkv, hd, n) = (1, 4, PARALLEL_WRITE_TOKENS);
+        let len = layer_len(2, nkv, hd);
+        let (mut kc, mut vc) = (vec![0f32; len], vec![0f32; len]);
+        let mut slots = vec![0u32; n];
+        slots[n - 1] = (2 * BLOCK) as u32;
+        write_kv_rows(&mut kc, &mut vc, &slots, &vec![1.0; n * hd], &vec![1.0; n * hd], nkv, hd);
+    }
 
     /// Dense causal attention in f64 over contiguous K/V: `[ctx, n_kv_heads, hd]`.
     #[allow(clippy::too_many_arguments)]
