@@ -471,31 +471,18 @@ const PF: usize = 64;
 /// 16 elements per step: each step loads `R` weight and `C` token vectors for `R·C`
 /// FMAs (6 × 4 needs 10 loads for 24 FMAs). The sums leave through `store_tile`.
 ///
-/// SAFETY (beyond the module's): each `dst[c]` has room for `R` values.
+/// A call runs elements `i0..i1` (all of `k` in one call when the rows and tokens fit in L1
+/// together; longer rows a span per call). `carry` holds the `R·C` accumulators (16 lanes
+/// each, row-major) of elements `0..i0` (not read when `i0` is 0) and takes those of `0..i1`;
+/// when `i1 == k` the sums go to `dst` instead. Each lane sees the same FMAs in the same
+/// order however the row is cut, so the sums have the same bits.
+///
+/// SAFETY (beyond the module's): each `dst[c]` has room for `R` values; `i0` is a multiple
+/// of 16, `i0 < i1 <= k`, and `i1` is a multiple of 16 or `k`; unless `(i0, i1) == (0, k)`,
+/// `carry` has room for `16·R·C` floats.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 #[inline]
 pub unsafe fn tile<const R: usize, const C: usize>(
-    w: [*const f32; R],
-    x: [*const f32; C],
-    k: usize,
-    dst: [*mut f32; C],
-) {
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    accumulate(w, x, 0, k, k, &mut acc);
-    store_tile(&acc, dst);
-}
-
-/// Elements `i0..i1` of `tile`'s sums, for rows too long to stay in L1 next to the tokens
-/// (`tile` runs all of `k` per call, so rows and tokens together must fit). `carry` holds the
-/// `R·C` accumulators (16 lanes each, row-major) of elements `0..i0` (not read when `i0` is 0)
-/// and takes those of `0..i1`; when `i1 == k` the sums go to `dst` instead. Each lane sees the
-/// same FMAs in the same order as in `tile`, so the sums have `tile`'s bits.
-///
-/// SAFETY: as `tile`; `i0` is a multiple of 16, `i0 < i1 <= k`, and `i1` is a multiple of 16
-/// or `k`; `carry` has room for `16·R·C` floats.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-#[inline]
-pub unsafe fn tile_span<const R: usize, const C: usize>(
     w: [*const f32; R],
     x: [*const f32; C],
     (i0, i1, k): (usize, usize, usize),

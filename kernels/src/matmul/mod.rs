@@ -411,7 +411,7 @@ const TOKEN_BLOCK: usize = 128;
 
 /// The most elements of a row one tile call runs: six rows and four tokens of 768 floats
 /// (30 KiB) stay in a 48 KiB L1 from one call to the next. Longer rows go in near-equal
-/// spans (`avx512::tile_span`), each against all tokens of the block, the accumulators
+/// spans (`avx512::tile`), each against all tokens of the block, the accumulators
 /// carried between spans in `CARRY_SLOT` floats per tile call. (On the Intel Xeon VM of
 /// 2026-12-03 the whole 1536-element rows of the FFN's down projection ran ~20% slower per
 /// FMA than 576-element ones: 6 rows and 4 tokens of them, 60 KiB, thrashed the L1.)
@@ -572,7 +572,7 @@ unsafe fn gemv_groups<const G: usize>(
 /// The operands of one task's tiles.
 #[cfg(target_arch = "x86_64")]
 struct Tiles<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> {
-    /// `CARRY_LEN` floats for `avx512::tile_span`'s accumulators.
+    /// `CARRY_LEN` floats for `avx512::tile`'s carried accumulators.
     carry: *mut f32,
     w: W,
     x: X,
@@ -583,8 +583,8 @@ struct Tiles<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> {
 
 #[cfg(target_arch = "x86_64")]
 impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
-    /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call; rows longer
-    /// than `SPAN` a span at a time against all the tokens.
+    /// Rows `r..r+R` × tokens `t0..t1`, four tokens per micro-kernel call, a span of the
+    /// rows (all of them when no longer than `SPAN`) against all the tokens at a time.
     ///
     /// SAFETY: AVX-512 available; rows and tokens in range and owned by the caller;
     /// `t1 - t0 <= TOKEN_BLOCK`.
@@ -594,23 +594,6 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
         let spans = self.cols.div_ceil(SPAN);
         // `next`'s cache lines, a share before each 4-token call.
         let mut next = next.spread(spans * ((t1 - t0) / 4));
-        if spans == 1 {
-            let mut t = t0;
-            while t + 4 <= t1 {
-                next.step();
-                self.call::<R, 4>(&wr, r, t);
-                t += 4;
-            }
-            next.rest();
-            while t + 2 <= t1 {
-                self.call::<R, 2>(&wr, r, t);
-                t += 2;
-            }
-            if t < t1 {
-                self.call::<R, 1>(&wr, r, t);
-            }
-            return;
-        }
         // Multiples of 32 elements: the spans meet on whole steps, so each lane's sums
         // are those of one call over the whole row.
         let len = self.cols.div_ceil(spans).next_multiple_of(32);
@@ -620,15 +603,15 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
             let (mut t, mut slot) = (t0, 0);
             while t + 4 <= t1 {
                 next.step();
-                self.span::<R, 4>(&wr, r, t, span, slot);
+                self.call::<R, 4>(&wr, r, t, span, slot);
                 (t, slot) = (t + 4, slot + 1);
             }
             while t + 2 <= t1 {
-                self.span::<R, 2>(&wr, r, t, span, slot);
+                self.call::<R, 2>(&wr, r, t, span, slot);
                 (t, slot) = (t + 2, slot + 1);
             }
             if t < t1 {
-                self.span::<R, 1>(&wr, r, t, span, slot);
+                self.call::<R, 1>(&wr, r, t, span, slot);
             }
             i0 = span.1;
         }
@@ -637,7 +620,7 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
 
     /// SAFETY: as `rows_x_tokens`; `slot` < `CARRY_LEN / CARRY_SLOT`.
     #[inline(always)]
-    unsafe fn span<const R: usize, const C: usize>(
+    unsafe fn call<const R: usize, const C: usize>(
         &self,
         wr: &[*const f32; R],
         r: usize,
@@ -645,22 +628,11 @@ impl<W: Fn(usize) -> *const f32, X: Fn(usize) -> *const f32> Tiles<W, X> {
         (i0, i1): (usize, usize),
         slot: usize,
     ) {
-        avx512::tile_span::<R, C>(
+        avx512::tile::<R, C>(
             *wr,
             std::array::from_fn(|c| (self.x)(t + c)),
             (i0, i1, self.cols),
             self.carry.add(slot * CARRY_SLOT),
-            std::array::from_fn(|c| self.out.at((t + c) * self.rows + r)),
-        );
-    }
-
-    /// SAFETY: as `rows_x_tokens`.
-    #[inline(always)]
-    unsafe fn call<const R: usize, const C: usize>(&self, wr: &[*const f32; R], r: usize, t: usize) {
-        avx512::tile::<R, C>(
-            *wr,
-            std::array::from_fn(|c| (self.x)(t + c)),
-            self.cols,
             std::array::from_fn(|c| self.out.at((t + c) * self.rows + r)),
         );
     }
