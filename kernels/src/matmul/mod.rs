@@ -656,6 +656,19 @@ mod tests {
         out
     }
 
+    /// Each token of `x` alone through `matmul` gives its row of `out` (the batch's result),
+    /// equal as values and bit for bit; `case` names the case in a failure.
+    fn assert_each_token_alone_gives(wm: &WeightMatrix, x: &[f32], out: &[f32], case: &str) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (t, xt) in x.chunks_exact(wm.cols).enumerate() {
+            let mut one = vec![0f32; wm.rows];
+            matmul(wm, xt, &mut one);
+            let batch = &out[t * wm.rows..(t + 1) * wm.rows];
+            assert_eq!(one, batch, "{case}: token {t}");
+            assert_eq!(bits(&one), bits(batch), "{case}: token {t}");
+        }
+    }
+
     #[test]
     fn matches_reference_and_is_batch_invariant() {
         let mut rng = Lcg(7);
@@ -672,11 +685,7 @@ mod tests {
             // DESIGN allows NMSE 1e-7; f32 accumulation lands far below it.
             assert!(num / den <= 1e-10, "{dtype}: NMSE {}", num / den);
             // Each token alone gives the same bits as inside the batch of 5.
-            for t in 0..5 {
-                let mut one = vec![0f32; rows];
-                matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
-                assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype}: token {t}");
-            }
+            assert_each_token_alone_gives(&wm, &x, &out, &format!("{dtype}"));
         }
     }
 
@@ -694,11 +703,7 @@ mod tests {
                 let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
                 let mut out = vec![0f32; n * rows];
                 matmul(&wm, &x, &mut out);
-                for t in 0..n {
-                    let mut one = vec![0f32; rows];
-                    matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
-                    assert_eq!(one, out[t * rows..(t + 1) * rows], "{dtype} {rows}x{cols}: token {t}");
-                }
+                assert_each_token_alone_gives(&wm, &x, &out, &format!("{dtype} {rows}x{cols}"));
             }
         }
     }
@@ -724,12 +729,7 @@ mod tests {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
             let mut out = vec![0f32; n * rows];
             matmul(&wm, &x, &mut out);
-            for t in 0..n {
-                let mut one = vec![0f32; rows];
-                matmul(&wm, &x[t * cols..(t + 1) * cols], &mut one);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&one), bits(&out[t * rows..(t + 1) * rows]), "{dtype} {rows}x{cols}: token {t}");
-            }
+            assert_each_token_alone_gives(&wm, &x, &out, &format!("{dtype} {rows}x{cols}"));
         }
     }
 
