@@ -17,7 +17,8 @@
 //! `avx512bf16` (`available()`), and in-bounds pointers.
 
 use super::avx512::{reduce_into, Chunked, F16s, F32s, Prefetch, Q4_0s, Q4_1s, Q5_0s, Q8_0s};
-use super::{with_scratch, Parts, WeightMatrix, TILED_CHUNK, TOKEN_BLOCK};
+use super::tiled::{TILED_CHUNK, TOKEN_BLOCK};
+use super::{with_scratch, Parts, WeightMatrix};
 use crate::aligned::AlignedBuf;
 use crate::dtype::DType;
 use crate::parallel::{for_each_chunk_mut, SharedMut};
