@@ -17,7 +17,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use keel_kernels::attention::{layer_len, paged_attention, write_kv, write_kv_rows, AttnSeq, KvElem, PagedKv};
+use keel_kernels::attention::{layer_len, paged_attention, write_kv_rows, AttnSeq, KvElem, PagedKv};
 use memmap2::MmapMut;
 use std::any::TypeId;
 
@@ -136,23 +136,9 @@ impl KvCache {
         self.num_blocks * self.block_size
     }
 
-    /// Stores one token's K and V (`[num_kv_heads * head_dim]` each) of `layer` at `slot`.
-    pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        match self.dtype {
-            KvCacheDtype::F32 => self.write_as::<f32>(layer, slot, k, v),
-            KvCacheDtype::F16 => self.write_as::<half::f16>(layer, slot, k, v),
-            KvCacheDtype::Bf16 => self.write_as::<half::bf16>(layer, slot, k, v),
-        }
-    }
-
-    fn write_as<E: KvElem>(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        let (n, heads, hd) = (self.per_layer, self.num_kv_heads, self.head_dim);
-        let (kc, vc) = self.elems_mut::<E>()[2 * layer * n..][..2 * n].split_at_mut(n);
-        write_kv(kc, vc, slot, k, v, heads, hd);
-    }
-
-    /// `write` for every token of a batch: rows `t` of `k` and `v` go to `slots[t]`
-    /// (`keel_kernels::attention::write_kv_rows`: over the pool for larger batches).
+    /// Stores the K and V rows (`[num_kv_heads * head_dim]` each) of every token of a batch
+    /// in `layer`: row `t` at `slots[t]` (`keel_kernels::attention::write_kv_rows`: over the
+    /// pool for larger batches).
     pub fn write_rows(&mut self, layer: usize, slots: &[u32], k: &[f32], v: &[f32]) {
         match self.dtype {
             KvCacheDtype::F32 => self.write_rows_as::<f32>(layer, slots, k, v),
@@ -216,12 +202,11 @@ mod tests {
         let w = c.num_kv_heads * c.head_dim;
         // Every (layer, slot) gets distinct K and V values.
         let val = |l: usize, s: usize, i: usize, v: bool| (l * 10_000 + s * 100 + i) as f32 + if v { 0.5 } else { 0.0 };
+        let slots: Vec<u32> = (0..kv.num_slots() as u32).collect();
         for l in 0..c.num_layers {
-            for s in 0..kv.num_slots() {
-                let k: Vec<f32> = (0..w).map(|i| val(l, s, i, false)).collect();
-                let v: Vec<f32> = (0..w).map(|i| val(l, s, i, true)).collect();
-                kv.write(l, s, &k, &v);
-            }
+            let k: Vec<f32> = (0..kv.num_slots()).flat_map(|s| (0..w).map(move |i| val(l, s, i, false))).collect();
+            let v: Vec<f32> = (0..kv.num_slots()).flat_map(|s| (0..w).map(move |i| val(l, s, i, true))).collect();
+            kv.write_rows(l, &slots, &k, &v);
         }
         for l in 0..c.num_layers {
             let p = kv.layer::<f32>(l);
