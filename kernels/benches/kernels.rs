@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keel_kernels::aligned::AlignedBuf;
 use keel_kernels::attention::{layer_len, paged_attention, write_kv, AttnSeq, PagedKv, BLOCK};
+use keel_kernels::matmul::panels::{matmul_panels, PanelMatrix};
 use keel_kernels::matmul::{matmul_with, Precision};
 use keel_kernels::test_util::{random_row, Lcg};
 use keel_kernels::{matmul, DType, WeightMatrix};
@@ -125,6 +126,36 @@ fn bench_decode_layers(c: &mut Criterion) {
                         for (&(r, k), w) in shapes.iter().zip(layer) {
                             let wm = WeightMatrix::new(dtype, w, r, k).expect("shape");
                             matmul_with(precision, &wm, black_box(&x[..tokens * k]), &mut out[..tokens * r]);
+                        }
+                    }
+                })
+            });
+        }
+    }
+    // The same layers repacked into 16-row panels (`matmul::panels`: what the exact
+    // AVX-512 path of a model reads for its dense matrices).
+    for dtype in [DType::F16, DType::BF16] {
+        let layers: Vec<Vec<PanelMatrix>> = (0..30)
+            .map(|_| {
+                shapes
+                    .iter()
+                    .map(|&(r, k)| {
+                        let w: Vec<u8> = (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect();
+                        PanelMatrix::from_weights(&WeightMatrix::new(dtype, &w, r, k).expect("shape")).expect("dense")
+                    })
+                    .collect()
+            })
+            .collect();
+        for tokens in [1usize, 32] {
+            let x = aligned(tokens * 1536, &mut rng);
+            let mut out = vec![0f32; tokens * 1536];
+            let macs: usize = shapes.iter().map(|(r, k)| r * k).sum::<usize>() * layers.len() * tokens;
+            g.throughput(Throughput::Elements(macs as u64));
+            g.bench_function(format!("{}-panels/T{tokens}", dtype.name()), |b| {
+                b.iter(|| {
+                    for layer in &layers {
+                        for (&(r, k), w) in shapes.iter().zip(layer) {
+                            matmul_panels(w, black_box(&x[..tokens * k]), &mut out[..tokens * r]);
                         }
                     }
                 })

@@ -2,9 +2,12 @@
 //!
 //! Invariant: `bytes().len() == dtype.row_bytes(last dim) * (product of other dims)`,
 //! checked when the tensor is made. Weights are never converted at load time; the
-//! kernels expand them as they read.
+//! kernels expand them as they read. A dense (F32 / F16 / BF16) matrix of a linear layer
+//! may also hold a copy repacked into panels (`with_panels`), same type and values, which
+//! the exact AVX-512 matmul then reads instead (`keel_kernels::matmul::panels`).
 
 use crate::error::{Error, Result};
+use keel_kernels::matmul::panels::PanelMatrix;
 use keel_kernels::{DType, WeightMatrix};
 use memmap2::Mmap;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ pub struct Tensor {
     /// Row-major shape, outermost first (`[rows, cols]` for a matrix).
     pub shape: Vec<usize>,
     storage: Storage,
+    panels: Option<Arc<PanelMatrix>>,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -54,7 +58,7 @@ impl Tensor {
                 "tensor {name}: {len} bytes at offset {offset} do not hold {dtype} {shape:?} ({want} bytes) inside the file"
             )));
         }
-        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Mapped { map, offset, len } })
+        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Mapped { map, offset, len }, panels: None })
     }
 
     pub fn owned(name: &str, dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Tensor> {
@@ -62,7 +66,7 @@ impl Tensor {
         if want != data.len() {
             return Err(Error::Model(format!("tensor {name}: {} bytes do not hold {dtype} {shape:?}", data.len())));
         }
-        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Owned(Arc::new(data)) })
+        Ok(Tensor { name: name.to_string(), dtype, shape, storage: Storage::Owned(Arc::new(data)), panels: None })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -80,9 +84,19 @@ impl Tensor {
     pub fn matrix(&self) -> Result<WeightMatrix<'_>> {
         match self.shape[..] {
             [rows, cols] => WeightMatrix::new(self.dtype, self.bytes(), rows, cols)
+                .map(|m| m.with_panels(self.panels.as_deref()))
                 .ok_or_else(|| Error::Model(format!("tensor {}: inconsistent size", self.name))),
             _ => Err(Error::Model(format!("tensor {}: expected a matrix, shape is {:?}", self.name, self.shape))),
         }
+    }
+
+    /// This matrix with a copy repacked into panels, when this process's exact matmuls run
+    /// on them (`panels::used`) and it is a dense matrix; else unchanged.
+    pub fn with_panels(mut self) -> Result<Tensor> {
+        if keel_kernels::matmul::panels::used() && self.shape.len() == 2 {
+            self.panels = PanelMatrix::from_weights(&self.matrix()?).map(Arc::new);
+        }
+        Ok(self)
     }
 
     /// All values as f32 (for small tensors: norms, biases).

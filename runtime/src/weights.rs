@@ -146,8 +146,11 @@ impl ModelWeights {
         let (h, hd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (q_dim, kv_dim) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
         let embed = src.require(Role::Embed, 0, &[cfg.vocab_size, h])?;
+        // The linear layers' matrices get panels where the exact AVX-512 path reads them
+        // (`Tensor::with_panels`); the embedding table stays rows (lookups read rows).
         let lm_head =
-            if cfg.tie_word_embeddings { embed.clone() } else { src.require(Role::LmHead, 0, &[cfg.vocab_size, h])? };
+            if cfg.tie_word_embeddings { embed.clone() } else { src.require(Role::LmHead, 0, &[cfg.vocab_size, h])? }
+                .with_panels()?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let bias = |role, len| -> Result<Option<Vec<f32>>> {
@@ -159,17 +162,17 @@ impl ModelWeights {
             };
             layers.push(LayerWeights {
                 attn_norm: src.require_vector(Role::AttnNorm, l, h)?,
-                wq: src.require(Role::Q, l, &[q_dim, h])?,
-                wk: src.require(Role::K, l, &[kv_dim, h])?,
-                wv: src.require(Role::V, l, &[kv_dim, h])?,
+                wq: src.require(Role::Q, l, &[q_dim, h])?.with_panels()?,
+                wk: src.require(Role::K, l, &[kv_dim, h])?.with_panels()?,
+                wv: src.require(Role::V, l, &[kv_dim, h])?.with_panels()?,
                 bq: bias(Role::Q, q_dim)?,
                 bk: bias(Role::K, kv_dim)?,
                 bv: bias(Role::V, kv_dim)?,
-                wo: src.require(Role::O, l, &[h, q_dim])?,
+                wo: src.require(Role::O, l, &[h, q_dim])?.with_panels()?,
                 ffn_norm: src.require_vector(Role::FfnNorm, l, h)?,
-                w_gate: src.require(Role::Gate, l, &[ff, h])?,
-                w_up: src.require(Role::Up, l, &[ff, h])?,
-                w_down: src.require(Role::Down, l, &[h, ff])?,
+                w_gate: src.require(Role::Gate, l, &[ff, h])?.with_panels()?,
+                w_up: src.require(Role::Up, l, &[ff, h])?.with_panels()?,
+                w_down: src.require(Role::Down, l, &[h, ff])?.with_panels()?,
             });
         }
         Ok(ModelWeights { embed, layers, final_norm: src.require_vector(Role::FinalNorm, 0, h)?, lm_head })

@@ -6,6 +6,9 @@
 //! accumulation order, whatever the number of tokens, the tile it falls in or the thread
 //! that computes it, so a token's result never depends on the rest of its batch.
 //!
+//! * AVX-512, exact, a matrix that carries panels (dense types, repacked by the model at
+//!   load): `panels`, one FMA chain per output over the columns in order, for any number
+//!   of tokens. The paths below are those of row-major matrices.
 //! * AVX-512, one token: each thread streams one contiguous share of the rows (then
 //!   helps the others from the back of theirs, `crate::shares`) through a fused GEMV over 4
 //!   (float) or 8 (quantized) rows at a time, weights expanded in registers.
@@ -30,6 +33,7 @@ use crate::dtype::DType;
 use crate::parallel::{parallel_for, SharedMut};
 use crate::quant::dequantize_row;
 use crate::simd::{simd_level, SimdLevel};
+use panels::PanelMatrix;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +43,7 @@ pub mod avx512;
 pub mod bf16_rate;
 #[cfg(target_arch = "x86_64")]
 pub mod bf16dot;
+pub mod panels;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
 #[cfg(target_arch = "x86_64")]
@@ -56,13 +61,23 @@ pub struct WeightMatrix<'a> {
     pub rows: usize,
     pub cols: usize,
     row_bytes: usize,
+    /// The same matrix repacked (`panels`), which the exact AVX-512 path then reads.
+    pub panels: Option<&'a PanelMatrix>,
 }
 
 impl<'a> WeightMatrix<'a> {
     /// `None` when `cols` is not a whole number of blocks or `data` has the wrong size.
     pub fn new(dtype: DType, data: &'a [u8], rows: usize, cols: usize) -> Option<Self> {
         let row_bytes = dtype.row_bytes(cols)?;
-        (data.len() == row_bytes * rows).then_some(WeightMatrix { dtype, data, rows, cols, row_bytes })
+        (data.len() == row_bytes * rows).then_some(WeightMatrix { dtype, data, rows, cols, row_bytes, panels: None })
+    }
+
+    /// This matrix with its panels (`PanelMatrix::from_weights` of it).
+    pub fn with_panels(self, panels: Option<&'a PanelMatrix>) -> Self {
+        if let Some(p) = panels {
+            assert!(p.dtype == self.dtype && p.rows == self.rows && p.cols == self.cols, "panels of another matrix");
+        }
+        WeightMatrix { panels, ..self }
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -199,6 +214,9 @@ pub fn matmul_many_with(p: Precision, ws: &[WeightMatrix], x: &[f32], outs: &mut
     let cols = ws[0].cols;
     assert!(cols > 0 && x.len() % cols == 0, "matmul: x has {} values, not a multiple of {cols}", x.len());
     let n_tokens = x.len() / cols;
+    if p == Precision::Highest && simd_level() == SimdLevel::Avx512 && ws.iter().any(|w| w.panels.is_some()) {
+        return on_panels(ws, x, outs);
+    }
     let mut parts = [Part { w: ws[0], out: Out::null(), first: 0 }; MAX_PARTS];
     for (i, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
         assert_eq!(w.cols, cols, "matmul_many: matrix {i} has {} columns, not {cols}", w.cols);
@@ -219,6 +237,33 @@ pub fn matmul_many_with(p: Precision, ws: &[WeightMatrix], x: &[f32], outs: &mut
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => matmul_avx512(parts, x, n_tokens),
         _ => matmul_generic(parts, x, n_tokens),
+    }
+}
+
+/// The exact AVX-512 path of matrices that have panels: those go through
+/// `panels::matmul_panels_many` (a matrix that has panels is always computed from them,
+/// whatever its partners, so its bits never depend on the call), the others through
+/// `matmul_many_with` on their own.
+fn on_panels(ws: &[WeightMatrix], x: &[f32], outs: &mut [&mut [f32]]) {
+    let first = ws.iter().find_map(|w| w.panels).expect("a matrix with panels");
+    let (mut pw, mut po) = ([first; MAX_PARTS], [(); MAX_PARTS].map(|_| &mut [][..]));
+    let (mut rw, mut ro) = ([ws[0]; MAX_PARTS], [(); MAX_PARTS].map(|_| &mut [][..]));
+    let (mut np, mut nr) = (0, 0);
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        match w.panels {
+            Some(p) => {
+                (pw[np], po[np]) = (p, &mut **out);
+                np += 1;
+            }
+            None => {
+                (rw[nr], ro[nr]) = (*w, &mut **out);
+                nr += 1;
+            }
+        }
+    }
+    panels::matmul_panels_many(&pw[..np], x, &mut po[..np]);
+    if nr > 0 {
+        matmul_many_with(Precision::Highest, &rw[..nr], x, &mut ro[..nr]);
     }
 }
 
