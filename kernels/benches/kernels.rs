@@ -133,15 +133,16 @@ fn bench_decode_layers(c: &mut Criterion) {
         }
     }
     // The same layers repacked into 16-row panels (`matmul::panels`: what the exact
-    // AVX-512 path of a model reads for its dense matrices).
-    for dtype in [DType::F16, DType::BF16] {
+    // AVX-512 path of a model reads for those types).
+    for dtype in [DType::Q8_0, DType::F16, DType::BF16] {
         let layers: Vec<Vec<PanelMatrix>> = (0..30)
             .map(|_| {
                 shapes
                     .iter()
                     .map(|&(r, k)| {
                         let w: Vec<u8> = (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect();
-                        PanelMatrix::from_weights(&WeightMatrix::new(dtype, &w, r, k).expect("shape")).expect("dense")
+                        PanelMatrix::from_weights(&WeightMatrix::new(dtype, &w, r, k).expect("shape"))
+                            .expect("a type with panels")
                     })
                     .collect()
             })

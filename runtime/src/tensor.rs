@@ -2,7 +2,7 @@
 //!
 //! Invariant: `bytes().len() == dtype.row_bytes(last dim) * (product of other dims)`,
 //! checked when the tensor is made. Weights are never converted at load time; the
-//! kernels expand them as they read. A dense (F32 / F16 / BF16) matrix of a linear layer
+//! kernels expand them as they read. An F32 / F16 / BF16 / Q8_0 matrix of a linear layer
 //! may also hold a copy repacked into panels (`with_panels`), same type and values, which
 //! the exact AVX-512 matmul then reads instead (`keel_kernels::matmul::panels`).
 
@@ -91,7 +91,7 @@ impl Tensor {
     }
 
     /// This matrix with a copy repacked into panels, when this process's exact matmuls run
-    /// on them (`panels::used`) and it is a dense matrix; else unchanged.
+    /// on them (`panels::used`) and its type has panels; else unchanged.
     pub fn with_panels(mut self) -> Result<Tensor> {
         if keel_kernels::matmul::panels::used() && self.shape.len() == 2 {
             self.panels = PanelMatrix::from_weights(&self.matrix()?).map(Arc::new);

@@ -6,8 +6,8 @@
 //! accumulation order, whatever the number of tokens, the tile it falls in or the thread
 //! that computes it, so a token's result never depends on the rest of its batch.
 //!
-//! * AVX-512, exact, a matrix that carries panels (dense types, repacked by the model at
-//!   load): `panels`, one FMA chain per output over the columns in order, for any number
+//! * AVX-512, exact, a matrix that carries panels (F32 / F16 / BF16 / Q8_0, repacked by the
+//!   model at load): `panels`, one FMA chain per output over the columns in order, for any number
 //!   of tokens. The paths below are those of row-major matrices.
 //! * AVX-512, one token: each thread streams one contiguous share of the rows (then
 //!   helps the others from the back of theirs, `crate::shares`) through a fused GEMV over 4

@@ -1,33 +1,36 @@
-//! Dense weights (F32 / F16 / BF16) repacked into 16-row *panels*, and `out = x · Wᵀ` over
-//! them by an outer-product micro-kernel: the exact AVX-512 path of dense matrices (a
+//! Weights repacked into 16-row *panels* (F32, F16, BF16 and Q8_0), and `out = x · Wᵀ`
+//! over them by an outer-product micro-kernel: the exact AVX-512 path of those types (a
 //! `WeightMatrix` that carries panels is computed from them, `matmul_many_with`).
 //!
-//! Layout: panel `p` holds rows `16p..16p + 16` (the last one padded with zero rows),
-//! column-major within the panel: element `(row 16p + i, column k)` at element index
-//! `(p * cols + k) * 16 + i`, in the matrix's own type. So the 16 rows' weights at one
-//! column are one 32-byte (F16 / BF16) or 64-byte (F32) load, widened exactly to an f32
-//! vector in the loop.
+//! Layout: panel `p` holds rows `16p..16p + 16` (the last one padded with zero rows), in
+//! blocks of columns (`Format`): one column per block for the float types, 32 for Q8_0,
+//! whose block starts with the 16 rows' F16 scales. Inside a block the 16 rows' elements
+//! of one column are side by side, in the matrix's own type: one 32-byte (F16 / BF16),
+//! 64-byte (F32) or 16-byte (Q8_0) load, widened exactly to an f32 vector (Q8_0: `q · d`,
+//! exact in f32, the dequantizer's value).
 //!
 //! Arithmetic: every output `(token t, row r)` is one chain of FMAs over the columns in
 //! order, from zero: `acc = fma(w[r][k], x[t][k], acc)` for `k = 0..cols` — f32 operands
 //! (the weights' exact values), f32 accumulation, no horizontal sums. A vector holds 16
 //! rows' chains of one token; the micro-kernel runs 3 panels (48 rows) × 8 tokens (24
 //! accumulators), each weight vector reused by 8 tokens, each broadcast activation by 48
-//! rows; one token is the same kernel with one column of accumulators. The chain of an
-//! output does not depend on the tile, panel group, token count or thread it falls in, so
-//! a token's result never depends on the rest of its batch, and the scalar reference
-//! (`f32::mul_add` in the same order) gives the same bits (tested).
+//! rows; one token is the same kernel with one column of accumulators. Float panels are
+//! widened inside that loop; Q8_0 panels, at 8 tokens or more, 128 columns at a time into
+//! an L1 scratch first (three vector operations per column would otherwise compete with
+//! the FMAs once per 8 tokens), the accumulators carried between spans. Neither changes a
+//! weight's value or an output's chain: the bits do not depend on the tile, panel group,
+//! token count or thread, so a token's result never depends on the rest of its batch, and
+//! the scalar reference (`f32::mul_add` in the same order) gives the same bits (tested).
 //!
-//! Cost (the Intel Xeon VM of 2026-12-04, `cargo bench -p keel-kernels --bench kernels --
-//! 'decode_layers/(F16|BF16)(-panels)?/T'`, the decode layers' shapes, weights streamed from
-//! memory): 32 tokens ~132-137 Gelem/s on two threads against ~115 for the row-major
-//! 6 × 4 dot-product tiles (whose 24 horizontal sums per tile and separate expansion pass
-//! this layout does without), ~70 against ~60 on one; one token ~12.5 against ~11.5.
-//! Memory: a second copy of each dense matrix (the row-major one stays for embedding
-//! lookups and the other paths). Quantized formats keep their rows: Q8_0 panels with the
-//! expansion fused into this loop (scales per 32 columns, `q · d` per column) measured no
-//! faster than the row-major tiles at 32 tokens and 12% slower in prefill — three more
-//! vector operations per panel column on the FMA ports.
+//! Cost (the Intel Xeon VM of 2026-12-04, `KEEL_BENCH_THREADS=2 cargo bench -p keel-kernels
+//! --bench kernels -- 'decode_layers/(Q8_0|F16|BF16)(-panels)?/T'`, the decode layers'
+//! shapes, weights streamed from memory): 32 tokens F16 ~132-137 Gelem/s against ~115 for
+//! the row-major 6 × 4 dot-product tiles (whose 24 horizontal sums per tile and separate
+//! expansion pass this layout does without), Q8_0 ~128-139 against ~121; one token F16
+//! ~12.5 against ~11.5. Memory: a second copy of each such matrix (the row-major one stays
+//! for embedding lookups and the other paths). Q8_0 with its expansion fused into the loop
+//! at 32 tokens too measured no faster than the row-major tiles and 12% slower in prefill.
+//! The other quantized types keep their rows.
 
 use super::{WeightMatrix, MAX_PARTS};
 use crate::aligned::AlignedBuf;
@@ -41,7 +44,7 @@ const GROUP: usize = 3;
 /// Tokens per micro-kernel call.
 const TOKENS: usize = 8;
 
-/// A dense weight matrix repacked into panels (see the module doc).
+/// A weight matrix repacked into panels (see the module doc).
 pub struct PanelMatrix {
     pub dtype: DType,
     pub rows: usize,
@@ -51,21 +54,34 @@ pub struct PanelMatrix {
 }
 
 impl PanelMatrix {
-    /// `w` repacked; `None` unless `w` is F32, F16 or BF16.
+    /// `w` repacked; `None` unless `w` is F32, F16, BF16 or Q8_0.
     pub fn from_weights(w: &WeightMatrix) -> Option<PanelMatrix> {
-        let size = elem_bytes(w.dtype)?;
-        let len = w.rows.div_ceil(PANEL) * w.cols * PANEL * size;
+        let f = Format::of(w.dtype)?;
+        let n_panels = w.rows.div_ceil(PANEL);
+        let panel_bytes = w.cols / f.cols * f.block_bytes();
+        let len = n_panels * panel_bytes;
         let mut data = AlignedBuf::zeros(len.div_ceil(4));
         // SAFETY: `data` holds at least `len` bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, len) };
+        let src_block = w.dtype.block_bytes();
         for r in 0..w.rows {
             let (p, i) = (r / PANEL, r % PANEL);
-            for (k, e) in w.row(r).chunks_exact(size).enumerate() {
-                let at = ((p * w.cols + k) * PANEL + i) * size;
-                bytes[at..at + size].copy_from_slice(e);
+            for (b, blk) in w.row(r).chunks_exact(src_block).enumerate() {
+                let at = p * panel_bytes + b * f.block_bytes();
+                // Q8_0: the row's scale, then its 32 quants; a float type: the one element.
+                let (scale, elems) = blk.split_at(f.scale);
+                bytes[at + i * f.scale..][..f.scale].copy_from_slice(scale);
+                for (j, e) in elems.chunks_exact(f.size).enumerate() {
+                    let o = at + PANEL * f.scale + (j * PANEL + i) * f.size;
+                    bytes[o..o + f.size].copy_from_slice(e);
+                }
             }
         }
         Some(PanelMatrix { dtype: w.dtype, rows: w.rows, cols: w.cols, data })
+    }
+
+    fn format(&self) -> Format {
+        Format::of(self.dtype).expect("a panel format")
     }
 
     fn n_panels(&self) -> usize {
@@ -74,30 +90,55 @@ impl PanelMatrix {
 
     /// Bytes of one panel.
     fn panel_bytes(&self) -> usize {
-        self.cols * PANEL * self.dtype.block_bytes()
+        let f = self.format();
+        self.cols / f.cols * f.block_bytes()
     }
 
     fn bytes(&self) -> *const u8 {
         self.data.as_ptr() as *const u8
     }
 
-    /// Element `(r, k)` widened to f32.
+    /// Element `(r, k)` widened to f32 (the value the dequantizer gives).
     fn at(&self, r: usize, k: usize) -> f32 {
-        let size = self.dtype.block_bytes();
-        let i = ((r / PANEL * self.cols + k) * PANEL + r % PANEL) * size;
-        // SAFETY: `(r, k)` is inside the matrix, so `i` is inside the panels.
-        let e = unsafe { std::slice::from_raw_parts(self.bytes().add(i), size) };
+        let f = self.format();
+        let (i, at) = (r % PANEL, r / PANEL * self.panel_bytes() + k / f.cols * f.block_bytes());
+        // SAFETY: `(r, k)` is inside the matrix, so these bytes are inside the panels.
+        let b = |o: usize, n: usize| unsafe { std::slice::from_raw_parts(self.bytes().add(at + o), n) };
+        let e = b(PANEL * f.scale + (k % f.cols * PANEL + i) * f.size, f.size);
         match self.dtype {
             DType::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
             DType::F16 => half::f16::from_le_bytes([e[0], e[1]]).to_f32(),
-            _ => half::bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+            DType::BF16 => half::bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+            _ => {
+                let d = b(i * 2, 2);
+                (e[0] as i8) as f32 * half::f16::from_le_bytes([d[0], d[1]]).to_f32()
+            }
         }
     }
 }
 
-/// Bytes per element of the types that have panels (the dense ones).
-fn elem_bytes(dtype: DType) -> Option<usize> {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16).then(|| dtype.block_bytes())
+/// How a type sits in a panel: per block of `cols` columns, 16 scales of `scale` bytes
+/// (the rows' own), then the 16 rows' `size`-byte elements column by column.
+#[derive(Clone, Copy)]
+struct Format {
+    cols: usize,
+    scale: usize,
+    size: usize,
+}
+
+impl Format {
+    fn of(dtype: DType) -> Option<Format> {
+        match dtype {
+            DType::F32 => Some(Format { cols: 1, scale: 0, size: 4 }),
+            DType::F16 | DType::BF16 => Some(Format { cols: 1, scale: 0, size: 2 }),
+            DType::Q8_0 => Some(Format { cols: 32, scale: 2, size: 1 }),
+            _ => None,
+        }
+    }
+
+    fn block_bytes(self) -> usize {
+        PANEL * (self.scale + self.cols * self.size)
+    }
 }
 
 impl std::fmt::Debug for PanelMatrix {
@@ -107,7 +148,7 @@ impl std::fmt::Debug for PanelMatrix {
 }
 
 /// Whether this process's exact matmuls run on panels: on CPUs with AVX-512, at
-/// `Precision::Highest` (a model repacks its dense matrices at load when so).
+/// `Precision::Highest` (a model repacks its F32 / F16 / BF16 / Q8_0 matrices at load when so).
 pub fn used() -> bool {
     cfg!(target_arch = "x86_64")
         && crate::simd_level() == crate::SimdLevel::Avx512
@@ -164,34 +205,68 @@ mod avx512 {
     use crate::shares::deal;
     use std::arch::x86_64::*;
 
-    /// How a panel element widens: 16 of them (one column of a panel) to an f32 vector.
+    /// How a panel's blocks widen: column `j` of a block (16 rows) to an f32 vector, with
+    /// the block's scales (`S`) read once.
     trait Elem {
-        const BYTES: usize;
-        /// SAFETY: AVX-512 available; `16 * BYTES` bytes readable at `p`.
-        unsafe fn load16(p: *const u8) -> __m512;
+        /// Columns per block, and bytes per block of a panel (`Format`).
+        const COLS: usize;
+        const BLOCK_BYTES: usize;
+        type S: Copy;
+        /// SAFETY: AVX-512 available; `p` is a block of a panel.
+        unsafe fn scales(p: *const u8) -> Self::S;
+        /// SAFETY: as `scales`; `j < COLS`.
+        unsafe fn column(p: *const u8, j: usize, s: Self::S) -> __m512;
     }
     struct F32;
     struct F16;
     struct Bf16;
+    struct Q8_0;
     impl Elem for F32 {
-        const BYTES: usize = 4;
+        const COLS: usize = 1;
+        const BLOCK_BYTES: usize = 64;
+        type S = ();
         #[inline(always)]
-        unsafe fn load16(p: *const u8) -> __m512 {
+        unsafe fn scales(_: *const u8) {}
+        #[inline(always)]
+        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
             _mm512_loadu_ps(p as *const f32)
         }
     }
     impl Elem for F16 {
-        const BYTES: usize = 2;
+        const COLS: usize = 1;
+        const BLOCK_BYTES: usize = 32;
+        type S = ();
         #[inline(always)]
-        unsafe fn load16(p: *const u8) -> __m512 {
+        unsafe fn scales(_: *const u8) {}
+        #[inline(always)]
+        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
         }
     }
     impl Elem for Bf16 {
-        const BYTES: usize = 2;
+        const COLS: usize = 1;
+        const BLOCK_BYTES: usize = 32;
+        type S = ();
         #[inline(always)]
-        unsafe fn load16(p: *const u8) -> __m512 {
+        unsafe fn scales(_: *const u8) {}
+        #[inline(always)]
+        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
+        }
+    }
+    /// 16 F16 scales, then 32 columns of 16 int8: `q · d`, exact in f32.
+    impl Elem for Q8_0 {
+        const COLS: usize = 32;
+        const BLOCK_BYTES: usize = 32 + 32 * 16;
+        type S = __m512;
+        #[inline(always)]
+        unsafe fn scales(p: *const u8) -> __m512 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        }
+        #[inline(always)]
+        unsafe fn column(p: *const u8, j: usize, d: __m512) -> __m512 {
+            let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(32 + 16 * j) as *const __m128i));
+            _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)
         }
     }
 
@@ -200,6 +275,7 @@ mod avx512 {
             DType::F32 => run::<F32>(ws, x, n_tokens, outs),
             DType::F16 => run::<F16>(ws, x, n_tokens, outs),
             DType::BF16 => run::<Bf16>(ws, x, n_tokens, outs),
+            DType::Q8_0 => run::<Q8_0>(ws, x, n_tokens, outs),
             d => unreachable!("{} panels", d.name()),
         }
     }
@@ -256,6 +332,13 @@ mod avx512 {
             ),
             None => (std::ptr::null(), 0),
         };
+        if E::COLS > 1 && n_tokens >= TOKENS {
+            return match n {
+                1 => expanded::<E, 1>(w, p0, x, n_tokens, o, (pf, pf_lines)),
+                2 => expanded::<E, 2>(w, p0, x, n_tokens, o, (pf, pf_lines)),
+                _ => expanded::<E, 3>(w, p0, x, n_tokens, o, (pf, pf_lines)),
+            };
+        }
         let calls = n_tokens.div_ceil(TOKENS);
         let per_call = w.cols.div_ceil(2);
         let mut t = 0;
@@ -289,6 +372,151 @@ mod avx512 {
         }
     }
 
+    /// Columns of a quantized group expanded at a time (`expanded`): 3 panels' worth is 24
+    /// KiB of f32, which stays in L1 while every token block passes.
+    const SPAN: usize = 128;
+    /// Tokens per pass of `expanded` (their carried accumulators: 24 KiB).
+    const TOKEN_BLOCK: usize = 128;
+
+    /// Panels `p0..p0 + P` of a block-quantized matrix against all tokens (at least
+    /// `TOKENS`): `SPAN` columns at a time are expanded once into an f32 scratch (column by
+    /// column, the `P` panels' vectors side by side) and run against every token, the
+    /// accumulators carried from span to span. Each output's chain, and each weight's f32
+    /// value, are those of `tile`: the same bits, with the expansion paid once per span
+    /// rather than once per 8 tokens.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn expanded<E: Elem, const P: usize>(
+        w: &PanelMatrix,
+        p0: usize,
+        x: &[f32],
+        n_tokens: usize,
+        o: &SharedMut<f32>,
+        (pf, pf_lines): (*const u8, usize),
+    ) {
+        let wp: [*const u8; P] = std::array::from_fn(|p| w.bytes().add((p0 + p) * w.panel_bytes()));
+        let carry_slot = P * TOKENS * PANEL;
+        super::super::with_scratch(SPAN * P * PANEL + TOKEN_BLOCK / TOKENS * carry_slot, |scratch| {
+            let (ws, carry) = scratch.split_at_mut(SPAN * P * PANEL);
+            let (ws, carry) = (ws.as_mut_ptr(), carry.as_mut_ptr());
+            let spans = w.cols.div_ceil(SPAN);
+            let calls = spans * n_tokens.div_ceil(TOKENS);
+            let per_call = pf_lines.div_ceil(calls);
+            let mut call = 0;
+            for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tokens);
+                for k0 in (0..w.cols).step_by(SPAN) {
+                    let k1 = (k0 + SPAN).min(w.cols);
+                    for b in k0 / E::COLS..k1 / E::COLS {
+                        for (p, &wpp) in wp.iter().enumerate() {
+                            let bp = wpp.add(b * E::BLOCK_BYTES);
+                            let s = E::scales(bp);
+                            for j in 0..E::COLS {
+                                let col = b * E::COLS + j - k0;
+                                _mm512_storeu_ps(ws.add((col * P + p) * PANEL), E::column(bp, j, s));
+                            }
+                        }
+                    }
+                    let (mut t, mut slot) = (t0, 0);
+                    while t < t1 {
+                        let c = TOKENS.min(t1 - t);
+                        let first = (call * per_call).min(pf_lines);
+                        let pf = (pf.wrapping_add(first * 64), per_call.min(pf_lines - first));
+                        let span = Span { ws, k0, k1, carry: carry.add(slot * carry_slot), first: k0 == 0 };
+                        match c {
+                            1 => span_tile::<P, 1>(w, p0, x, t, o, span, pf),
+                            2 => span_tile::<P, 2>(w, p0, x, t, o, span, pf),
+                            3 => span_tile::<P, 3>(w, p0, x, t, o, span, pf),
+                            4 => span_tile::<P, 4>(w, p0, x, t, o, span, pf),
+                            5 => span_tile::<P, 5>(w, p0, x, t, o, span, pf),
+                            6 => span_tile::<P, 6>(w, p0, x, t, o, span, pf),
+                            7 => span_tile::<P, 7>(w, p0, x, t, o, span, pf),
+                            _ => span_tile::<P, 8>(w, p0, x, t, o, span, pf),
+                        }
+                        (t, slot, call) = (t + c, slot + 1, call + 1);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Columns `k0..k1`, expanded at `ws` (`expanded`), and where a tile's accumulators
+    /// are carried between spans.
+    #[derive(Clone, Copy)]
+    struct Span {
+        ws: *const f32,
+        k0: usize,
+        k1: usize,
+        carry: *mut f32,
+        first: bool,
+    }
+
+    /// `tile` over one span of expanded columns: the accumulators start from the carried
+    /// ones (zero at the first span) and go to the outputs after the last span.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn span_tile<const P: usize, const C: usize>(
+        w: &PanelMatrix,
+        p0: usize,
+        x: &[f32],
+        t: usize,
+        o: &SharedMut<f32>,
+        sp: Span,
+        (pf, pf_lines): (*const u8, usize),
+    ) {
+        let xp: [*const f32; C] = std::array::from_fn(|c| x.as_ptr().add((t + c) * w.cols));
+        let slot = |p: usize, c: usize| sp.carry.add((p * C + c) * PANEL);
+        let mut acc = [[_mm512_setzero_ps(); C]; P];
+        if !sp.first {
+            for (p, row) in acc.iter_mut().enumerate() {
+                for (c, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(slot(p, c));
+                }
+            }
+        }
+        for k in sp.k0..sp.k1 {
+            let i = k - sp.k0;
+            if i.is_multiple_of(2) && i / 2 < pf_lines {
+                _mm_prefetch::<_MM_HINT_T0>(pf.add(i / 2 * 64) as *const i8);
+            }
+            let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(sp.ws.add((i * P + p) * PANEL)));
+            for c in 0..C {
+                let xb = _mm512_set1_ps(*xp[c].add(k));
+                for p in 0..P {
+                    acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
+                }
+            }
+        }
+        if sp.k1 < w.cols {
+            for (p, row) in acc.iter().enumerate() {
+                for (c, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(slot(p, c), *a);
+                }
+            }
+            return;
+        }
+        store::<P, C>(&acc, w, p0, t, o);
+    }
+
+    /// Outputs of panels `p0..p0 + P` for tokens `t..t + C` (the padding rows dropped).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    #[inline]
+    unsafe fn store<const P: usize, const C: usize>(
+        acc: &[[__m512; C]; P],
+        w: &PanelMatrix,
+        p0: usize,
+        t: usize,
+        o: &SharedMut<f32>,
+    ) {
+        for (p, row) in acc.iter().enumerate() {
+            let r0 = (p0 + p) * PANEL;
+            let valid = (w.rows - r0).min(PANEL);
+            let mask: __mmask16 = if valid == PANEL { 0xFFFF } else { ((1u32 << valid) - 1) as u16 };
+            for (c, a) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(o.at((t + c) * w.rows + r0), mask, *a);
+            }
+        }
+    }
+
     /// Panels `p0..p0 + P` × tokens `t..t + C`: `P * C` accumulators, one FMA chain per
     /// lane over all columns; `pf`: cache lines to prefetch, one every second column.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -305,26 +533,24 @@ mod avx512 {
         let wp: [*const u8; P] = std::array::from_fn(|p| w.bytes().add((p0 + p) * w.panel_bytes()));
         let xp: [*const f32; C] = std::array::from_fn(|c| x.as_ptr().add((t + c) * cols));
         let mut acc = [[_mm512_setzero_ps(); C]; P];
-        for k in 0..cols {
-            if k % 2 == 0 && k / 2 < pf_lines {
-                _mm_prefetch::<_MM_HINT_T0>(pf.add(k / 2 * 64) as *const i8);
-            }
-            let wv: [__m512; P] = std::array::from_fn(|p| E::load16(wp[p].add(k * PANEL * E::BYTES)));
-            for c in 0..C {
-                let xb = _mm512_set1_ps(*xp[c].add(k));
-                for p in 0..P {
-                    acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
+        for b in 0..cols / E::COLS {
+            let bp: [*const u8; P] = std::array::from_fn(|p| wp[p].add(b * E::BLOCK_BYTES));
+            let s: [E::S; P] = std::array::from_fn(|p| E::scales(bp[p]));
+            for j in 0..E::COLS {
+                let k = b * E::COLS + j;
+                if k.is_multiple_of(2) && k / 2 < pf_lines {
+                    _mm_prefetch::<_MM_HINT_T0>(pf.add(k / 2 * 64) as *const i8);
+                }
+                let wv: [__m512; P] = std::array::from_fn(|p| E::column(bp[p], j, s[p]));
+                for c in 0..C {
+                    let xb = _mm512_set1_ps(*xp[c].add(k));
+                    for p in 0..P {
+                        acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
+                    }
                 }
             }
         }
-        for (p, row) in acc.iter().enumerate() {
-            let r0 = (p0 + p) * PANEL;
-            let valid = (w.rows - r0).min(PANEL);
-            let mask: __mmask16 = if valid == PANEL { 0xFFFF } else { ((1u32 << valid) - 1) as u16 };
-            for (c, a) in row.iter().enumerate() {
-                _mm512_mask_storeu_ps(o.at((t + c) * w.rows + r0), mask, *a);
-            }
-        }
+        store::<P, C>(&acc, w, p0, t, o);
     }
 }
 
@@ -340,8 +566,8 @@ mod tests {
     #[test]
     fn panels_hold_the_rows() {
         let mut rng = Lcg(7);
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
-            let (rows, cols) = (37, 24);
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0] {
+            let (rows, cols) = (37, 64);
             let bytes = matrix(dtype, rows, cols, &mut rng);
             let w = WeightMatrix::new(dtype, &bytes, rows, cols).unwrap();
             let p = PanelMatrix::from_weights(&w).unwrap();
@@ -353,19 +579,22 @@ mod tests {
                 }
             }
         }
-        let q = matrix(DType::Q8_0, 4, 32, &mut rng);
-        assert!(PanelMatrix::from_weights(&WeightMatrix::new(DType::Q8_0, &q, 4, 32).unwrap()).is_none());
+        let q = matrix(DType::Q4_1, 4, 32, &mut rng);
+        assert!(PanelMatrix::from_weights(&WeightMatrix::new(DType::Q4_1, &q, 4, 32).unwrap()).is_none());
     }
 
     /// Every shape edge: rows short of a panel and of a group, token counts around 8.
     #[test]
     fn every_output_is_the_reference_chain_and_alone_gives_the_same_bits() {
         let mut rng = Lcg(11);
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
-            for (rows, cols) in [(1, 16), (16, 64), (37, 40), (48, 96), (100, 72), (161, 48)] {
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0] {
+            for (rows, cols) in [(1, 32), (16, 64), (37, 96), (48, 96), (100, 64), (161, 32), (20, 40), (24, 320)] {
+                if dtype.row_bytes(cols).is_none() {
+                    continue;
+                }
                 let bytes = matrix(dtype, rows, cols, &mut rng);
                 let w = PanelMatrix::from_weights(&WeightMatrix::new(dtype, &bytes, rows, cols).unwrap()).unwrap();
-                for n in [1, 3, 8, 9, 19] {
+                for n in [1, 3, 8, 9, 19, 133] {
                     let x: Vec<f32> = (0..n * cols).map(|_| rng.normal()).collect();
                     let mut got = vec![f32::NAN; n * rows];
                     matmul_panels(&w, &x, &mut got);
@@ -394,7 +623,7 @@ mod tests {
     fn matmul_many_takes_the_panels_of_the_matrices_that_have_them() {
         let mut rng = Lcg(13);
         let cols = 64;
-        let shapes = [(DType::F16, 40), (DType::Q8_0, 24), (DType::F32, 17), (DType::BF16, 50)];
+        let shapes = [(DType::F16, 40), (DType::Q4_1, 24), (DType::F32, 17), (DType::Q8_0, 50)];
         let bytes: Vec<Vec<u8>> = shapes.iter().map(|&(d, rows)| matrix(d, rows, cols, &mut rng)).collect();
         let plain: Vec<WeightMatrix> =
             shapes.iter().zip(&bytes).map(|(&(d, rows), b)| WeightMatrix::new(d, b, rows, cols).unwrap()).collect();
