@@ -54,29 +54,25 @@ pub struct PanelMatrix {
 }
 
 impl PanelMatrix {
-    /// `w` repacked; `None` unless `w` is F32, F16, BF16 or Q8_0.
+    /// `w` repacked; `None` unless `w` is F32, F16, BF16 or Q8_0. One task per panel on the
+    /// kernel pool (a model repacks its matrices at load).
     pub fn from_weights(w: &WeightMatrix) -> Option<PanelMatrix> {
         let f = Format::of(w.dtype)?;
-        let n_panels = w.rows.div_ceil(PANEL);
         let panel_bytes = w.cols / f.cols * f.block_bytes();
-        let len = n_panels * panel_bytes;
+        let len = w.rows.div_ceil(PANEL) * panel_bytes;
         let mut data = AlignedBuf::zeros(len.div_ceil(4));
         // SAFETY: `data` holds at least `len` bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, len) };
-        let src_block = w.dtype.block_bytes();
-        for r in 0..w.rows {
-            let (p, i) = (r / PANEL, r % PANEL);
-            for (b, blk) in w.row(r).chunks_exact(src_block).enumerate() {
-                let at = p * panel_bytes + b * f.block_bytes();
-                // Q8_0: the row's scale, then its 32 quants; a float type: the one element.
-                let (scale, elems) = blk.split_at(f.scale);
-                bytes[at + i * f.scale..][..f.scale].copy_from_slice(scale);
-                for (j, e) in elems.chunks_exact(f.size).enumerate() {
-                    let o = at + PANEL * f.scale + (j * PANEL + i) * f.size;
-                    bytes[o..o + f.size].copy_from_slice(e);
+        crate::parallel::for_each_chunk_mut(bytes, panel_bytes, &|range, panel| {
+            let r0 = range.start / panel_bytes * PANEL;
+            for r in r0..(r0 + PANEL).min(w.rows) {
+                match f.size {
+                    1 => f.place::<1>(w.row(r), r - r0, panel),
+                    2 => f.place::<2>(w.row(r), r - r0, panel),
+                    _ => f.place::<4>(w.row(r), r - r0, panel),
                 }
             }
-        }
+        });
         Some(PanelMatrix { dtype: w.dtype, rows: w.rows, cols: w.cols, data })
     }
 
@@ -138,6 +134,27 @@ impl Format {
 
     fn block_bytes(self) -> usize {
         PANEL * (self.scale + self.cols * self.size)
+    }
+
+    /// Puts `row` (its stored blocks) at row `i` of `panel`; `N`: `self.size`.
+    fn place<const N: usize>(self, row: &[u8], i: usize, panel: &mut [u8]) {
+        if self.scale == 0 {
+            // A float type: a block is one element (the loop below, without its per-block work).
+            for (k, e) in row.chunks_exact(N).enumerate() {
+                panel[(k * PANEL + i) * N..][..N].copy_from_slice(e);
+            }
+            return;
+        }
+        for (b, blk) in row.chunks_exact(self.scale + self.cols * N).enumerate() {
+            let at = b * self.block_bytes();
+            // Q8_0: the row's scale, then its 32 quants.
+            let (scale, elems) = blk.split_at(self.scale);
+            panel[at + i * self.scale..][..self.scale].copy_from_slice(scale);
+            for (j, e) in elems.chunks_exact(N).enumerate() {
+                let o = at + PANEL * self.scale + (j * PANEL + i) * N;
+                panel[o..o + N].copy_from_slice(e);
+            }
+        }
     }
 }
 
