@@ -83,6 +83,13 @@ fn bench_matmul_medium(c: &mut Criterion) {
 /// One decode step's linear layers as the model runs them: a layer's seven matrices
 /// (q, k, v, o, gate, up, down) one after the other, over 30 layers' worth of distinct
 /// weights (more than any L3), so every byte comes from memory as in `runtime bench`.
+/// 30 layers of random `dtype` matrices of `shapes` (`[rows, cols]`), each row-major bytes.
+fn random_layers(dtype: DType, shapes: &[(usize, usize)], rng: &mut Lcg) -> Vec<Vec<Vec<u8>>> {
+    (0..30)
+        .map(|_| shapes.iter().map(|&(r, k)| (0..r).flat_map(|_| random_row(dtype, k, rng)).collect()).collect())
+        .collect()
+}
+
 fn bench_decode_layers(c: &mut Criterion) {
     setup();
     let mut rng = Lcg(5);
@@ -101,11 +108,7 @@ fn bench_decode_layers(c: &mut Criterion) {
         }
     }
     for (dtype, precision) in runs {
-        let layers: Vec<Vec<Vec<u8>>> = (0..30)
-            .map(|_| {
-                shapes.iter().map(|&(r, k)| (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect()).collect()
-            })
-            .collect();
+        let layers = random_layers(dtype, &shapes, &mut rng);
         // One token (single-stream decode: bandwidth) and 32 (a 32-sequence decode step:
         // compute, with the weights still coming from memory).
         for tokens in [1usize, 32] {
@@ -135,13 +138,14 @@ fn bench_decode_layers(c: &mut Criterion) {
     // The same layers repacked into 16-row panels (`matmul::panels`: what the exact
     // AVX-512 path of a model reads for those types).
     for dtype in [DType::Q8_0, DType::F16, DType::BF16] {
-        let layers: Vec<Vec<PanelMatrix>> = (0..30)
-            .map(|_| {
+        let layers: Vec<Vec<PanelMatrix>> = random_layers(dtype, &shapes, &mut rng)
+            .iter()
+            .map(|layer| {
                 shapes
                     .iter()
-                    .map(|&(r, k)| {
-                        let w: Vec<u8> = (0..r).flat_map(|_| random_row(dtype, k, &mut rng)).collect();
-                        PanelMatrix::from_weights(&WeightMatrix::new(dtype, &w, r, k).expect("shape"))
+                    .zip(layer)
+                    .map(|(&(r, k), w)| {
+                        PanelMatrix::from_weights(&WeightMatrix::new(dtype, w, r, k).expect("shape"))
                             .expect("a type with panels")
                     })
                     .collect()

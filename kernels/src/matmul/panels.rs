@@ -208,8 +208,8 @@ pub fn matmul_panels_many(ws: &[&PanelMatrix], x: &[f32], outs: &mut [&mut [f32]
 pub fn reference(w: &PanelMatrix, x: &[f32], out: &mut [f32]) {
     let n_tokens = x.len() / w.cols;
     for t in 0..n_tokens {
+        let xt = &x[t * w.cols..(t + 1) * w.cols];
         for r in 0..w.rows {
-            let xt = &x[t * w.cols..(t + 1) * w.cols];
             out[t * w.rows + r] = xt.iter().enumerate().fold(0f32, |acc, (k, xk)| w.at(r, k).mul_add(*xk, acc));
         }
     }
@@ -234,40 +234,45 @@ mod avx512 {
         /// SAFETY: as `scales`; `j < COLS`.
         unsafe fn column(p: *const u8, j: usize, s: Self::S) -> __m512;
     }
+    /// A float type: a block is one column, no scales, its 16 elements widened by `load16`.
+    trait Float {
+        const BYTES: usize;
+        /// SAFETY: AVX-512 available; `16 * BYTES` bytes readable at `p`.
+        unsafe fn load16(p: *const u8) -> __m512;
+    }
+    impl<T: Float> Elem for T {
+        const COLS: usize = 1;
+        const BLOCK_BYTES: usize = PANEL * T::BYTES;
+        type S = ();
+        #[inline(always)]
+        unsafe fn scales(_: *const u8) {}
+        #[inline(always)]
+        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
+            T::load16(p)
+        }
+    }
     struct F32;
     struct F16;
     struct Bf16;
     struct Q8_0;
-    impl Elem for F32 {
-        const COLS: usize = 1;
-        const BLOCK_BYTES: usize = 64;
-        type S = ();
+    impl Float for F32 {
+        const BYTES: usize = 4;
         #[inline(always)]
-        unsafe fn scales(_: *const u8) {}
-        #[inline(always)]
-        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
+        unsafe fn load16(p: *const u8) -> __m512 {
             _mm512_loadu_ps(p as *const f32)
         }
     }
-    impl Elem for F16 {
-        const COLS: usize = 1;
-        const BLOCK_BYTES: usize = 32;
-        type S = ();
+    impl Float for F16 {
+        const BYTES: usize = 2;
         #[inline(always)]
-        unsafe fn scales(_: *const u8) {}
-        #[inline(always)]
-        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
+        unsafe fn load16(p: *const u8) -> __m512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
         }
     }
-    impl Elem for Bf16 {
-        const COLS: usize = 1;
-        const BLOCK_BYTES: usize = 32;
-        type S = ();
+    impl Float for Bf16 {
+        const BYTES: usize = 2;
         #[inline(always)]
-        unsafe fn scales(_: *const u8) {}
-        #[inline(always)]
-        unsafe fn column(p: *const u8, _: usize, _: ()) -> __m512 {
+        unsafe fn load16(p: *const u8) -> __m512 {
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
         }
     }
