@@ -3,11 +3,16 @@
 //! `WeightMatrix` that carries panels is computed from them, `matmul_many_with`).
 //!
 //! Layout: panel `p` holds rows `16p..16p + 16` (the last one padded with zero rows), in
-//! blocks of columns (`Format`): one column per block for the float types, 32 for Q8_0,
-//! whose block starts with the 16 rows' F16 scales. Inside a block the 16 rows' elements
-//! of one column are side by side, in the matrix's own type: one 32-byte (F16 / BF16),
+//! blocks of columns (`Format`): one column per block for F32 and F16, two for BF16, 32
+//! for Q8_0, whose block starts with the 16 rows' F16 scales. Inside a block the 16 rows'
+//! elements of one column are side by side, in the matrix's own type: one 32-byte (F16),
 //! 64-byte (F32) or 16-byte (Q8_0) load, widened exactly to an f32 vector (Q8_0: `q · d`,
-//! exact in f32, the dequantizer's value).
+//! exact in f32, the dequantizer's value). BF16 pairs a row's two columns in one 32-bit
+//! word (first column low), so one 64-byte load holds two columns and one shift (first) or
+//! one mask (second) widens a column: a BF16 is the high half of its f32. (Its 16-bit
+//! elements widened one column at a time cost two vector operations per 16 rows on the
+//! FMA ports; pairs cost one: decode 32 sequences +4-7% end to end.) A BF16 matrix with
+//! an odd number of columns keeps its rows.
 //!
 //! Arithmetic: every output `(token t, row r)` is one chain of FMAs over the columns in
 //! order, from zero: `acc = fma(w[r][k], x[t][k], acc)` for `k = 0..cols` — f32 operands
@@ -21,6 +26,11 @@
 //! weight's value or an output's chain: the bits do not depend on the tile, panel group,
 //! token count or thread, so a token's result never depends on the rest of its batch, and
 //! the scalar reference (`f32::mul_add` in the same order) gives the same bits (tested).
+//!
+//! Each tile size is its own function (`#[inline(never)]`): inlined into `group`, the
+//! same hot loop measured up to 8% faster or slower from build to build with unrelated
+//! code changes. The next group's bytes are prefetched into L2 (`T1`), not L1, which
+//! the current group's re-read bytes need (+3% in `decode_layers`).
 //!
 //! Cost (the Intel Xeon VM of 2026-12-04, `KEEL_BENCH_THREADS=2 cargo bench -p keel-kernels
 //! --bench kernels -- 'decode_layers/(Q8_0|F16|BF16)(-panels)?/T'`, the decode layers'
@@ -57,7 +67,7 @@ impl PanelMatrix {
     /// `w` repacked; `None` unless `w` is F32, F16, BF16 or Q8_0. One task per panel on the
     /// kernel pool (a model repacks its matrices at load).
     pub fn from_weights(w: &WeightMatrix) -> Option<PanelMatrix> {
-        let f = Format::of(w.dtype)?;
+        let f = Format::of(w.dtype).filter(|f| w.cols.is_multiple_of(f.cols))?;
         let panel_bytes = w.cols / f.cols * f.block_bytes();
         let len = w.rows.div_ceil(PANEL) * panel_bytes;
         let mut data = AlignedBuf::zeros(len.div_ceil(4));
@@ -100,7 +110,7 @@ impl PanelMatrix {
         let (i, at) = (r % PANEL, r / PANEL * self.panel_bytes() + k / f.cols * f.block_bytes());
         // SAFETY: `(r, k)` is inside the matrix, so these bytes are inside the panels.
         let b = |o: usize, n: usize| unsafe { std::slice::from_raw_parts(self.bytes().add(at + o), n) };
-        let e = b(PANEL * f.scale + (k % f.cols * PANEL + i) * f.size, f.size);
+        let e = b(PANEL * f.scale + f.element(k % f.cols, i) * f.size, f.size);
         match self.dtype {
             DType::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
             DType::F16 => half::f16::from_le_bytes([e[0], e[1]]).to_f32(),
@@ -114,21 +124,33 @@ impl PanelMatrix {
 }
 
 /// How a type sits in a panel: per block of `cols` columns, 16 scales of `scale` bytes
-/// (the rows' own), then the 16 rows' `size`-byte elements column by column.
+/// (the rows' own), then the 16 rows' `size`-byte elements column by column, or, when
+/// `paired`, row by row (a row's two columns side by side).
 #[derive(Clone, Copy)]
 struct Format {
     cols: usize,
     scale: usize,
     size: usize,
+    paired: bool,
 }
 
 impl Format {
     fn of(dtype: DType) -> Option<Format> {
         match dtype {
-            DType::F32 => Some(Format { cols: 1, scale: 0, size: 4 }),
-            DType::F16 | DType::BF16 => Some(Format { cols: 1, scale: 0, size: 2 }),
-            DType::Q8_0 => Some(Format { cols: 32, scale: 2, size: 1 }),
+            DType::F32 => Some(Format { cols: 1, scale: 0, size: 4, paired: false }),
+            DType::F16 => Some(Format { cols: 1, scale: 0, size: 2, paired: false }),
+            DType::BF16 => Some(Format { cols: 2, scale: 0, size: 2, paired: true }),
+            DType::Q8_0 => Some(Format { cols: 32, scale: 2, size: 1, paired: false }),
             _ => None,
+        }
+    }
+
+    /// Index of element (column `j` of a block, row `i` of the panel) among the block's.
+    fn element(self, j: usize, i: usize) -> usize {
+        if self.paired {
+            i * self.cols + j
+        } else {
+            j * PANEL + i
         }
     }
 
@@ -138,7 +160,7 @@ impl Format {
 
     /// Puts `row` (its stored blocks) at row `i` of `panel`; `N`: `self.size`.
     fn place<const N: usize>(self, row: &[u8], i: usize, panel: &mut [u8]) {
-        if self.scale == 0 {
+        if self.cols == 1 {
             // A float type: a block is one element (the loop below, without its per-block work).
             for (k, e) in row.chunks_exact(N).enumerate() {
                 panel[(k * PANEL + i) * N..][..N].copy_from_slice(e);
@@ -147,11 +169,11 @@ impl Format {
         }
         for (b, blk) in row.chunks_exact(self.scale + self.cols * N).enumerate() {
             let at = b * self.block_bytes();
-            // Q8_0: the row's scale, then its 32 quants.
+            // Q8_0: the row's scale, then its 32 quants; BF16: a pair of elements.
             let (scale, elems) = blk.split_at(self.scale);
             panel[at + i * self.scale..][..self.scale].copy_from_slice(scale);
             for (j, e) in elems.chunks_exact(N).enumerate() {
-                let o = at + PANEL * self.scale + (j * PANEL + i) * N;
+                let o = at + PANEL * self.scale + self.element(j, i) * N;
                 panel[o..o + N].copy_from_slice(e);
             }
         }
@@ -228,6 +250,9 @@ mod avx512 {
         /// Columns per block, and bytes per block of a panel (`Format`).
         const COLS: usize;
         const BLOCK_BYTES: usize;
+        /// Whether widening a column costs enough to do once per span for all tokens
+        /// (`expanded`) rather than once per tile.
+        const EXPAND: bool = false;
         type S: Copy;
         /// SAFETY: AVX-512 available; `p` is a block of a panel.
         unsafe fn scales(p: *const u8) -> Self::S;
@@ -269,17 +294,30 @@ mod avx512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
         }
     }
-    impl Float for Bf16 {
-        const BYTES: usize = 2;
+    /// Two columns of 16 rows, each row's pair in one 32-bit word (first column low): one
+    /// shift or one mask widens a column (a BF16 is the high half of its f32).
+    impl Elem for Bf16 {
+        const COLS: usize = 2;
+        const BLOCK_BYTES: usize = 64;
+        type S = __m512i;
         #[inline(always)]
-        unsafe fn load16(p: *const u8) -> __m512 {
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))))
+        unsafe fn scales(p: *const u8) -> __m512i {
+            _mm512_loadu_si512(p as *const __m512i)
+        }
+        #[inline(always)]
+        unsafe fn column(_: *const u8, j: usize, pair: __m512i) -> __m512 {
+            if j == 0 {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pair))
+            } else {
+                _mm512_castsi512_ps(_mm512_and_si512(pair, _mm512_set1_epi32(0xFFFF_0000u32 as i32)))
+            }
         }
     }
     /// 16 F16 scales, then 32 columns of 16 int8: `q · d`, exact in f32.
     impl Elem for Q8_0 {
         const COLS: usize = 32;
         const BLOCK_BYTES: usize = 32 + 32 * 16;
+        const EXPAND: bool = true;
         type S = __m512;
         #[inline(always)]
         unsafe fn scales(p: *const u8) -> __m512 {
@@ -354,7 +392,7 @@ mod avx512 {
             ),
             None => (std::ptr::null(), 0),
         };
-        if E::COLS > 1 && n_tokens >= TOKENS {
+        if E::EXPAND && n_tokens >= TOKENS {
             return match n {
                 1 => expanded::<E, 1>(w, p0, x, n_tokens, o, (pf, pf_lines)),
                 2 => expanded::<E, 2>(w, p0, x, n_tokens, o, (pf, pf_lines)),
@@ -475,7 +513,7 @@ mod avx512 {
     /// `tile` over one span of expanded columns: the accumulators start from the carried
     /// ones (zero at the first span) and go to the outputs after the last span.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    #[inline]
+    #[inline(never)]
     unsafe fn span_tile<const P: usize, const C: usize>(
         w: &PanelMatrix,
         p0: usize,
@@ -498,7 +536,7 @@ mod avx512 {
         for k in sp.k0..sp.k1 {
             let i = k - sp.k0;
             if i.is_multiple_of(2) && i / 2 < pf_lines {
-                _mm_prefetch::<_MM_HINT_T0>(pf.add(i / 2 * 64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(pf.add(i / 2 * 64) as *const i8);
             }
             let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(sp.ws.add((i * P + p) * PANEL)));
             for c in 0..C {
@@ -542,7 +580,7 @@ mod avx512 {
     /// Panels `p0..p0 + P` × tokens `t..t + C`: `P * C` accumulators, one FMA chain per
     /// lane over all columns; `pf`: cache lines to prefetch, one every second column.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    #[inline]
+    #[inline(never)]
     unsafe fn tile<E: Elem, const P: usize, const C: usize>(
         w: &PanelMatrix,
         p0: usize,
@@ -561,7 +599,7 @@ mod avx512 {
             for j in 0..E::COLS {
                 let k = b * E::COLS + j;
                 if k.is_multiple_of(2) && k / 2 < pf_lines {
-                    _mm_prefetch::<_MM_HINT_T0>(pf.add(k / 2 * 64) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(pf.add(k / 2 * 64) as *const i8);
                 }
                 let wv: [__m512; P] = std::array::from_fn(|p| E::column(bp[p], j, s[p]));
                 for c in 0..C {
@@ -603,6 +641,12 @@ mod tests {
         }
         let q = matrix(DType::Q4_1, 4, 32, &mut rng);
         assert!(PanelMatrix::from_weights(&WeightMatrix::new(DType::Q4_1, &q, 4, 32).unwrap()).is_none());
+        // BF16 pairs columns: an odd number of them keeps its rows (the others take any).
+        for (dtype, paneled) in [(DType::BF16, false), (DType::F16, true), (DType::F32, true)] {
+            let b = matrix(dtype, 3, 33, &mut rng);
+            let w = WeightMatrix::new(dtype, &b, 3, 33).unwrap();
+            assert_eq!(PanelMatrix::from_weights(&w).is_some(), paneled, "{} x 33", dtype.name());
+        }
     }
 
     /// Every shape edge: rows short of a panel and of a group, token counts around 8.
@@ -610,8 +654,10 @@ mod tests {
     fn every_output_is_the_reference_chain_and_alone_gives_the_same_bits() {
         let mut rng = Lcg(11);
         for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0] {
-            for (rows, cols) in [(1, 32), (16, 64), (37, 96), (48, 96), (100, 64), (161, 32), (20, 40), (24, 320)] {
-                if dtype.row_bytes(cols).is_none() {
+            for (rows, cols) in
+                [(1, 32), (16, 64), (37, 96), (48, 96), (100, 64), (161, 32), (20, 40), (24, 320), (19, 33)]
+            {
+                if dtype.row_bytes(cols).is_none() || (dtype == DType::BF16 && cols % 2 == 1) {
                     continue;
                 }
                 let bytes = matrix(dtype, rows, cols, &mut rng);
