@@ -57,7 +57,7 @@ impl DType {
 
     /// Bytes taken by `n` elements, or `None` when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        (n % self.block_size() == 0).then(|| n / self.block_size() * self.block_bytes())
+        n.is_multiple_of(self.block_size()).then(|| n / self.block_size() * self.block_bytes())
     }
 
     pub const fn name(self) -> &'static str {

@@ -22,7 +22,7 @@ const LO: f32 = -110.0;
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 /// Cephes `expf` coefficients: `e^r ≈ 1 + r + r²·P(r)`.
-const C: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+const C: [f32; 6] = [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1];
 
 #[inline(always)]
 fn poly(r: f32) -> f32 {
@@ -50,7 +50,7 @@ pub fn exp_slice(x: &mut [f32]) {
 /// the fixed tree of `_mm512_reduce_add_ps`; the log in f64. NaNs are skipped.
 pub fn logsumexp(x: &[f32]) -> f32 {
     let max = crate::rowmax::max_ignoring_nan(x);
-    if max == f32::NEG_INFINITY || max == f32::INFINITY {
+    if max.is_infinite() {
         return max;
     }
     let sum = match crate::simd::simd_level() {
@@ -91,6 +91,9 @@ pub mod avx512 {
     use std::arch::x86_64::*;
 
     /// e^x on 16 lanes, lane for lane equal to `exp_scalar`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 (F, BW, VL) and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     #[inline]
     pub unsafe fn exp16(x: __m512) -> __m512 {
@@ -110,6 +113,9 @@ pub mod avx512 {
     }
 
     /// Σ e^(x − max) over the non-NaN entries.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 (F, BW, VL) and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub unsafe fn sum_exp_shifted(x: &[f32], max: f32) -> f32 {
         let (n, m) = (x.len(), _mm512_set1_ps(max));
@@ -125,6 +131,10 @@ pub mod avx512 {
         _mm512_reduce_add_ps(acc)
     }
 
+    /// `exp16` over the slice; the tail as `exp_scalar` (the same values).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 (F, BW, VL) and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub unsafe fn exp_slice(x: &mut [f32]) {
         let n = x.len();
@@ -151,6 +161,9 @@ pub mod avx2 {
     /// `p · 2^n` is `(p · 2^(n - a)) · 2^a`, the first product exact (a normal result),
     /// so only the second rounds, once, as `vscalefps` does: `a = -64` where the result
     /// is subnormal (n < -100), `a = 1` where 2^n is not a normal f32 (n = 128), else 0.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub unsafe fn exp8(x: __m256) -> __m256 {
@@ -180,6 +193,9 @@ pub mod avx2 {
 
     /// Σ e^(x − max) over the non-NaN entries, in `logsumexp`'s 16 lanes (two vectors of
     /// 8; the tail padded with NaN, which is skipped) and its tree.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn sum_exp_shifted(x: &[f32], max: f32) -> f32 {
         let m = _mm256_set1_ps(max);
@@ -215,6 +231,9 @@ pub mod avx2 {
     }
 
     /// `exp8` over the slice; the tail as `exp_scalar` (the same values).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn exp_slice(x: &mut [f32]) {
         let mut i = 0;

@@ -14,7 +14,7 @@ const PARALLEL_ROWS: usize = 16;
 /// Normalises each `hidden`-sized row of `x` into `out`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let hidden = weight.len();
-    assert!(x.len() == out.len() && x.len() % hidden.max(1) == 0, "rms_norm: shape mismatch");
+    assert!(x.len() == out.len() && x.len().is_multiple_of(hidden.max(1)), "rms_norm: shape mismatch");
     if hidden == 0 {
         return;
     }

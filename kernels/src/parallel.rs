@@ -102,7 +102,7 @@ fn worker(shared: Arc<Shared>) {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins % 256 == 0 && Instant::now() > spin_until {
+            if spins.is_multiple_of(256) && Instant::now() > spin_until {
                 let guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
                 shared.sleepers.fetch_add(1, SeqCst);
                 let mut guard = guard;

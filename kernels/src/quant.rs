@@ -168,7 +168,7 @@ pub fn dequantize_row(dtype: DType, row: &[u8], out: &mut [f32]) {
 /// 32-element formats. K-quants are not produced here (their search is not needed:
 /// keel reads them, llama.cpp writes them).
 pub fn quantize_row(dtype: DType, x: &[f32]) -> Vec<u8> {
-    assert!(x.len() % 32 == 0, "quantize_row: length {} is not a multiple of 32", x.len());
+    assert!(x.len().is_multiple_of(32), "quantize_row: length {} is not a multiple of 32", x.len());
     let mut out = Vec::with_capacity(x.len() / 32 * dtype.block_bytes());
     for blk in x.chunks_exact(32) {
         match dtype {

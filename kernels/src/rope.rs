@@ -33,7 +33,7 @@ pub fn rope_cos_sin(position: u32, inv_freq: &[f32], cos: &mut [f32], sin: &mut 
 pub fn apply_rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = head_dim / 2;
     assert!(cos.len() == half && sin.len() == half, "apply_rope: cos/sin must have head_dim/2 entries");
-    assert!(x.len() % head_dim == 0, "apply_rope: x is not whole heads");
+    assert!(x.len().is_multiple_of(head_dim), "apply_rope: x is not whole heads");
     for head in x.chunks_exact_mut(head_dim) {
         for i in 0..half {
             let (a, b) = match style {
@@ -56,9 +56,9 @@ const PARALLEL_TOKENS: usize = 8;
 /// over the pool, which changes no token's operations.
 pub fn apply_rope_rows(q: &mut [f32], k: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = head_dim / 2;
-    assert!(half > 0 && cos.len() == sin.len() && cos.len() % half == 0, "apply_rope_rows: cos/sin shapes");
+    assert!(half > 0 && cos.len() == sin.len() && cos.len().is_multiple_of(half), "apply_rope_rows: cos/sin shapes");
     let n = cos.len() / half;
-    assert!(n > 0 && q.len() % n == 0 && k.len() % n == 0, "apply_rope_rows: q/k are not {n} rows");
+    assert!(n > 0 && q.len().is_multiple_of(n) && k.len().is_multiple_of(n), "apply_rope_rows: q/k are not {n} rows");
     let (qw, kw) = (q.len() / n, k.len() / n);
     let rope = |t: usize, q: &mut [f32], k: &mut [f32]| {
         let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);

@@ -93,6 +93,8 @@ async fn invoke(
     capture::respond(cap, resp).await
 }
 
+// One per request, moved once: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Invocation {
     Llm(LlmRequest, Kind),
     Scoring(ScoringInput),

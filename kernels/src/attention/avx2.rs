@@ -1,4 +1,6 @@
 //! `scalar_group`'s operations for one query, eight lanes at a time: the same bits.
+// The loops index several arrays and place vector elements with the same index.
+#![allow(clippy::needless_range_loop)]
 
 use super::{KvElem, PagedKv, BLOCK};
 use crate::exp::avx2::{exp8, tree_sum16};

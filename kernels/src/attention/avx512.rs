@@ -1,4 +1,6 @@
 //! Up to 6 queries sharing each K/V load, 16 lanes: `scalar_group`'s operations, the same bits.
+// The loops index several arrays and place vector elements with the same index.
+#![allow(clippy::needless_range_loop)]
 
 use super::{KvElem, PagedKv, BLOCK};
 use crate::exp::avx512::exp16;

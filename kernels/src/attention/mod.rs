@@ -292,8 +292,8 @@ pub fn paged_attention_at<E: KvElem>(
 ) {
     assert!(level <= SimdLevel::detect(), "SIMD level {} is not available", level.name());
     let (hd, nkv) = (kv.head_dim, kv.n_kv_heads);
-    assert!(n_heads % nkv == 0, "n_heads must be a multiple of n_kv_heads");
-    assert!(q.len() == out.len() && q.len() % (n_heads * hd) == 0, "q/out shape mismatch");
+    assert!(n_heads.is_multiple_of(nkv), "n_heads must be a multiple of n_kv_heads");
+    assert!(q.len() == out.len() && q.len().is_multiple_of(n_heads * hd), "q/out shape mismatch");
     let n_tokens = q.len() / (n_heads * hd);
     // The vectors of the last call on this thread, refilled: a warm decode step allocates
     // nothing (a nested call would find them taken and allocate its own).

@@ -14,6 +14,8 @@
 //!
 //! Safety: every function requires the `avx2`, `fma` and `f16c` CPU features (checked
 //! by `simd_level()` before dispatch) and equal-length, in-bounds inputs.
+// The loops index several arrays and place vector elements with the same index.
+#![allow(clippy::needless_range_loop)]
 
 use crate::dtype::DType;
 use crate::quant::{f16_at, f32_at};

@@ -196,7 +196,8 @@ impl SuperBlock for Q4Ks {
         let p = p.add(16 + 32 * (c / 2));
         let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
         let hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(16) as *const __m128i));
-        let (lo, hi) = if c % 2 == 0 { (lo, hi) } else { (_mm512_srli_epi32::<4>(lo), _mm512_srli_epi32::<4>(hi)) };
+        let (lo, hi) =
+            if c.is_multiple_of(2) { (lo, hi) } else { (_mm512_srli_epi32::<4>(lo), _mm512_srli_epi32::<4>(hi)) };
         // `d·q - m` for every code: d·q (17 + 4 significant bits) is exact, so the fused
         // form rounds once, as the reference's multiply then subtract. vpermps reads only
         // the low 4 bits of each index.
@@ -389,6 +390,9 @@ unsafe fn gemv_super<B: SuperBlock, const R: usize>(
 }
 
 /// `R` rows (stored as `dtype`, `k` elements each) dotted with one token `x`.
+///
+/// # Safety
+/// The module's: the CPU features, and `rows` and `x` hold `k` elements each.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 pub unsafe fn gemv<const R: usize>(
     dtype: DType,
@@ -445,6 +449,9 @@ unsafe fn expand_super<B: SuperBlock>(row: *const u8, k: usize, out: &mut [f32])
 
 /// Expands one row (`k` elements of `dtype`) into `out` with the exact values of the
 /// reference dequantizer.
+///
+/// # Safety
+/// The module's: the CPU features, and `row` holds `k` elements of `dtype`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 pub unsafe fn expand_row(dtype: DType, row: *const u8, k: usize, out: &mut [f32]) {
     match dtype {
@@ -477,7 +484,8 @@ const PF: usize = 64;
 /// when `i1 == k` the sums go to `dst` instead. Each lane sees the same FMAs in the same
 /// order however the row is cut, so the sums have the same bits.
 ///
-/// SAFETY (beyond the module's): each `dst[c]` has room for `R` values; `i0` is a multiple
+/// # Safety
+/// The module's (the CPU features; `w` and `x` hold `k` elements each), and: each `dst[c]` has room for `R` values; `i0` is a multiple
 /// of 16, `i0 < i1 <= k`, and `i1` is a multiple of 16 or `k`; unless `(i0, i1) == (0, k)`,
 /// `carry` has room for `16·R·C` floats.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]

@@ -71,7 +71,7 @@ pub(super) fn matmul(mut parts: Parts, x: &[f32], n_tokens: usize) {
             let tiles = Tiles { x: xb.as_ptr(), stride, cols, rows: w.rows, out: p.out };
             // One token of a format expanded in registers: a fused GEMV (same values and
             // order as expanding into the scratch first, without the two extra passes).
-            let fused = n_tokens == 1 && cols % 32 == 0 && fusable(w.dtype);
+            let fused = n_tokens == 1 && cols.is_multiple_of(32) && fusable(w.dtype);
             let scratch_len = if w.dtype == DType::BF16 || fused { 0 } else { group * stride };
             with_bf16(&WB, scratch_len, |scratch| {
                 for t0 in (0..n_tokens).step_by(TOKEN_BLOCK) {
@@ -163,7 +163,7 @@ fn with_bf16<T>(buf: &'static LocalKey<RefCell<AlignedBuf>>, len: usize, f: impl
 /// SAFETY: `available()`; `r < w.rows`; `out.len() >= w.cols`, a multiple of 16.
 unsafe fn expand_to_bf16(w: &WeightMatrix, r: usize, out: &mut [u16]) {
     let row = w.row(r).as_ptr();
-    if w.cols % 32 == 0 {
+    if w.cols.is_multiple_of(32) {
         match w.dtype {
             DType::F32 => return expand_chunked_bf16::<F32s>(row, w.cols, out),
             DType::F16 => return expand_chunked_bf16::<F16s>(row, w.cols, out),
@@ -186,7 +186,10 @@ unsafe fn expand_to_bf16(w: &WeightMatrix, r: usize, out: &mut [u16]) {
 unsafe fn expand_chunked_bf16<W: Chunked>(row: *const u8, k: usize, out: &mut [u16]) {
     for c in 0..k / 32 {
         let (w0, w1) = W::load(row.add(c * W::BYTES));
-        _mm512_storeu_si512(out.as_mut_ptr().add(32 * c) as *mut _, std::mem::transmute(_mm512_cvtne2ps_pbh(w1, w0)));
+        _mm512_storeu_si512(
+            out.as_mut_ptr().add(32 * c) as *mut _,
+            std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(w1, w0)),
+        );
     }
     out[k..].fill(0);
 }
@@ -337,9 +340,9 @@ unsafe fn tile<const R: usize, const C: usize>(
             std::array::from_fn(|c| std::mem::transmute(_mm512_loadu_si512(x[c].add(i) as *const _)));
         for r in 0..R {
             let wv: __m512bh = if m == u32::MAX {
-                std::mem::transmute(_mm512_loadu_si512(w[r].add(i) as *const _))
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(w[r].add(i) as *const _))
             } else {
-                std::mem::transmute(_mm512_maskz_loadu_epi16(m, w[r].add(i) as *const i16))
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(m, w[r].add(i) as *const i16))
             };
             for c in 0..C {
                 acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv, xv[c]);

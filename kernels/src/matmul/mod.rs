@@ -212,7 +212,7 @@ pub fn matmul_many_with(p: Precision, ws: &[WeightMatrix], x: &[f32], outs: &mut
         outs.len()
     );
     let cols = ws[0].cols;
-    assert!(cols > 0 && x.len() % cols == 0, "matmul: x has {} values, not a multiple of {cols}", x.len());
+    assert!(cols > 0 && x.len().is_multiple_of(cols), "matmul: x has {} values, not a multiple of {cols}", x.len());
     let n_tokens = x.len() / cols;
     if p == Precision::Highest && simd_level() == SimdLevel::Avx512 && ws.iter().any(|w| w.panels.is_some()) {
         return on_panels(ws, x, outs);
