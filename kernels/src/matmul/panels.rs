@@ -167,9 +167,17 @@ impl Format {
             }
             return;
         }
+        if self.paired && self.scale == 0 {
+            // BF16: a block is the row's next `cols` elements, side by side as in the row.
+            let n = self.cols * N;
+            for (b, blk) in row.chunks_exact(n).enumerate() {
+                panel[b * self.block_bytes() + i * n..][..n].copy_from_slice(blk);
+            }
+            return;
+        }
         for (b, blk) in row.chunks_exact(self.scale + self.cols * N).enumerate() {
             let at = b * self.block_bytes();
-            // Q8_0: the row's scale, then its 32 quants; BF16: a pair of elements.
+            // Q8_0: the row's scale, then its 32 quants.
             let (scale, elems) = blk.split_at(self.scale);
             panel[at + i * self.scale..][..self.scale].copy_from_slice(scale);
             for (j, e) in elems.chunks_exact(N).enumerate() {
