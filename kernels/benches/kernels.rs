@@ -80,9 +80,6 @@ fn bench_matmul_medium(c: &mut Criterion) {
     g.finish();
 }
 
-/// One decode step's linear layers as the model runs them: a layer's seven matrices
-/// (q, k, v, o, gate, up, down) one after the other, over 30 layers' worth of distinct
-/// weights (more than any L3), so every byte comes from memory as in `runtime bench`.
 /// 30 layers of random `dtype` matrices of `shapes` (`[rows, cols]`), each row-major bytes.
 fn random_layers(dtype: DType, shapes: &[(usize, usize)], rng: &mut Lcg) -> Vec<Vec<Vec<u8>>> {
     (0..30)
@@ -90,6 +87,9 @@ fn random_layers(dtype: DType, shapes: &[(usize, usize)], rng: &mut Lcg) -> Vec<
         .collect()
 }
 
+/// One decode step's linear layers as the model runs them: a layer's seven matrices
+/// (q, k, v, o, gate, up, down) one after the other, over 30 layers' worth of distinct
+/// weights (more than any L3), so every byte comes from memory as in `runtime bench`.
 fn bench_decode_layers(c: &mut Criterion) {
     setup();
     let mut rng = Lcg(5);

@@ -168,7 +168,9 @@ impl Format {
             return;
         }
         if self.paired && self.scale == 0 {
-            // BF16: a block is the row's next `cols` elements, side by side as in the row.
+            // BF16: a block is the row's next `cols` elements, side by side as in the row
+            // (the float loop above is this with one element, kept apart for its constant
+            // copy length: merged, SmolLM2 F16 started in 0.36-0.40 s instead of 0.27-0.32).
             let n = self.cols * N;
             for (b, blk) in row.chunks_exact(n).enumerate() {
                 panel[b * self.block_bytes() + i * n..][..n].copy_from_slice(blk);
