@@ -30,7 +30,10 @@
 //! Each tile size is its own function (`#[inline(never)]`): inlined into `group`, the
 //! same hot loop measured up to 8% faster or slower from build to build with unrelated
 //! code changes. The next group's bytes are prefetched into L2 (`T1`), not L1, which
-//! the current group's re-read bytes need (+3% in `decode_layers`).
+//! the current group's re-read bytes need (+3% in `decode_layers`), a line per two columns
+//! by the first steps of a tile in a loop of their own: a per-column test of whether a
+//! line is left cost ~15 of the loop's ~60 instructions per column (F16, 3 × 8), and
+//! dropping it gained 3-5% in 32-sequence decode end to end.
 //!
 //! Cost (the Intel Xeon VM of 2026-12-04, `KEEL_BENCH_THREADS=2 cargo bench -p keel-kernels
 //! --bench kernels -- 'decode_layers/(Q8_0|F16|BF16)(-panels)?/T'`, the decode layers'
@@ -543,18 +546,16 @@ mod avx512 {
                 }
             }
         }
-        for k in sp.k0..sp.k1 {
-            let i = k - sp.k0;
-            if i.is_multiple_of(2) && i / 2 < pf_lines {
-                _mm_prefetch::<_MM_HINT_T1>(pf.add(i / 2 * 64) as *const i8);
-            }
-            let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(sp.ws.add((i * P + p) * PANEL)));
-            for c in 0..C {
-                let xb = _mm512_set1_ps(*xp[c].add(k));
-                for p in 0..P {
-                    acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
-                }
-            }
+        // Two columns a step, the steps that prefetch a line in a loop of their own.
+        let steps = (sp.k1 - sp.k0) / 2;
+        let pf_steps = pf_lines.min(steps);
+        for s in 0..pf_steps {
+            _mm_prefetch::<_MM_HINT_T1>(pf.add(s * 64) as *const i8);
+            span_column(&mut acc, sp, &xp, sp.k0 + 2 * s);
+            span_column(&mut acc, sp, &xp, sp.k0 + 2 * s + 1);
+        }
+        for k in sp.k0 + 2 * pf_steps..sp.k1 {
+            span_column(&mut acc, sp, &xp, k);
         }
         if sp.k1 < w.cols {
             for (p, row) in acc.iter().enumerate() {
@@ -565,6 +566,19 @@ mod avx512 {
             return;
         }
         store::<P, C>(&acc, w, p0, t, o);
+    }
+
+    /// Column `k` of a span's expanded weights against tokens `xp`, into `acc`.
+    #[inline(always)]
+    unsafe fn span_column<const P: usize, const C: usize>(
+        acc: &mut [[__m512; C]; P],
+        sp: Span,
+        xp: &[*const f32; C],
+        k: usize,
+    ) {
+        let i = k - sp.k0;
+        let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(sp.ws.add((i * P + p) * PANEL)));
+        fma_column(acc, &wv, xp, k);
     }
 
     /// Outputs of panels `p0..p0 + P` for tokens `t..t + C` (the padding rows dropped).
@@ -589,6 +603,9 @@ mod avx512 {
 
     /// Panels `p0..p0 + P` × tokens `t..t + C`: `P * C` accumulators, one FMA chain per
     /// lane over all columns; `pf`: cache lines to prefetch, one every second column.
+    /// The columns go in steps of whole blocks, at least two columns a step (two F32 /
+    /// F16 blocks, one BF16 or Q8_0 block), the steps that prefetch in a loop of their
+    /// own: no test per column of whether a line is left to prefetch.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     #[inline(never)]
     unsafe fn tile<E: Elem, const P: usize, const C: usize>(
@@ -603,24 +620,67 @@ mod avx512 {
         let wp: [*const u8; P] = std::array::from_fn(|p| w.bytes().add((p0 + p) * w.panel_bytes()));
         let xp: [*const f32; C] = std::array::from_fn(|c| x.as_ptr().add((t + c) * cols));
         let mut acc = [[_mm512_setzero_ps(); C]; P];
-        for b in 0..cols / E::COLS {
-            let bp: [*const u8; P] = std::array::from_fn(|p| wp[p].add(b * E::BLOCK_BYTES));
-            let s: [E::S; P] = std::array::from_fn(|p| E::scales(bp[p]));
-            for j in 0..E::COLS {
-                let k = b * E::COLS + j;
-                if k.is_multiple_of(2) && k / 2 < pf_lines {
-                    _mm_prefetch::<_MM_HINT_T1>(pf.add(k / 2 * 64) as *const i8);
-                }
-                let wv: [__m512; P] = std::array::from_fn(|p| E::column(bp[p], j, s[p]));
-                for c in 0..C {
-                    let xb = _mm512_set1_ps(*xp[c].add(k));
-                    for p in 0..P {
-                        acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
-                    }
-                }
+        let per_step = if E::COLS == 1 { 2 } else { 1 };
+        let lines = per_step * E::COLS / 2;
+        let blocks = cols / E::COLS;
+        let steps = blocks / per_step;
+        let pf_steps = (pf_lines / lines).min(steps);
+        for s in 0..pf_steps {
+            block::<E, P, C>(&mut acc, &wp, &xp, s * per_step, Some(pf.add(s * lines * 64)));
+            if per_step == 2 {
+                block::<E, P, C>(&mut acc, &wp, &xp, s * per_step + 1, None);
             }
         }
+        for s in pf_steps..steps {
+            for b in s * per_step..(s + 1) * per_step {
+                block::<E, P, C>(&mut acc, &wp, &xp, b, None);
+            }
+        }
+        if steps * per_step < blocks {
+            block::<E, P, C>(&mut acc, &wp, &xp, blocks - 1, None);
+        }
         store::<P, C>(&acc, w, p0, t, o);
+    }
+
+    /// Block `b` of panels `wp` against tokens `xp`, into `acc`; with `pf`, a cache line
+    /// from `pf` on prefetched every second column of the block (at its first column for
+    /// a one-column block).
+    #[inline(always)]
+    unsafe fn block<E: Elem, const P: usize, const C: usize>(
+        acc: &mut [[__m512; C]; P],
+        wp: &[*const u8; P],
+        xp: &[*const f32; C],
+        b: usize,
+        pf: Option<*const u8>,
+    ) {
+        let bp: [*const u8; P] = std::array::from_fn(|p| wp[p].add(b * E::BLOCK_BYTES));
+        let s: [E::S; P] = std::array::from_fn(|p| E::scales(bp[p]));
+        for j in 0..E::COLS {
+            if let Some(pf) = pf {
+                if j.is_multiple_of(2) {
+                    _mm_prefetch::<_MM_HINT_T1>(pf.add(j / 2 * 64) as *const i8);
+                }
+            }
+            let k = b * E::COLS + j;
+            let wv: [__m512; P] = std::array::from_fn(|p| E::column(bp[p], j, s[p]));
+            fma_column(acc, &wv, xp, k);
+        }
+    }
+
+    /// `acc[p][c] += wv[p] · x[c][k]`: one column's weights against `C` tokens.
+    #[inline(always)]
+    unsafe fn fma_column<const P: usize, const C: usize>(
+        acc: &mut [[__m512; C]; P],
+        wv: &[__m512; P],
+        xp: &[*const f32; C],
+        k: usize,
+    ) {
+        for c in 0..C {
+            let xb = _mm512_set1_ps(*xp[c].add(k));
+            for p in 0..P {
+                acc[p][c] = _mm512_fmadd_ps(wv[p], xb, acc[p][c]);
+            }
+        }
     }
 }
 
