@@ -13,12 +13,13 @@ use crate::commands::engine_args::EngineArgs;
 use crate::commands::{kernels_description, load_model, KernelArgs, UsageError};
 use anyhow::Result;
 use clap::Args;
-use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest, RequestStream, TokenEvent};
+use futures::StreamExt;
+use keel_runtime::engine::{Engine, EngineConfig, GenerationRequest, TokenEvent};
 use keel_runtime::kv_cache::KvCache;
 use keel_runtime::sampling::SamplingParams;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct OfflineArgs {
@@ -48,7 +49,6 @@ pub struct OfflineArgs {
 }
 
 struct Track {
-    stream: RequestStream,
     submitted: Instant,
     first: Option<Instant>,
     tokens: usize,
@@ -98,60 +98,60 @@ pub fn run(a: OfflineArgs) -> Result<()> {
         (0..a.num_prompts).map(|i| random_tokens(a.input_len, cfg.vocab_size, a.seed * 1_000_003 + i as u64)).collect();
 
     let start = Instant::now();
-    let mut pending = prompts.into_iter();
-    let mut active: Vec<Track> = Vec::new();
     let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
     let (mut out_tokens, mut last_first) = (0usize, start);
-    loop {
-        while active.len() < concurrency {
-            let Some(p) = pending.next() else { break };
-            let stream = h.submit(GenerationRequest { prompt_ids: p, params: params.clone(), priority: 0 })?;
-            active.push(Track { stream, submitted: Instant::now(), first: None, tokens: 0 });
-        }
-        if active.is_empty() {
-            break;
-        }
-        let mut progressed = false;
-        let mut i = 0;
-        while i < active.len() {
-            let mut finished = false;
-            while let Some(ev) = active[i].stream.try_next() {
-                progressed = true;
-                let t = &mut active[i];
-                match ev {
-                    TokenEvent::Token { .. } => {
-                        t.tokens += 1;
-                        if t.first.is_none() {
-                            let now = Instant::now();
-                            t.first = Some(now);
-                            last_first = last_first.max(now);
-                        }
-                    }
-                    TokenEvent::Finished { .. } => {
+    // The streams are awaited, not polled: a poll every 200 us woke this thread thousands
+    // of times a second, each time taking a core from the engine's threads (-12% decode
+    // tokens/s at 32 sequences on 2 cores).
+    let waiter = tokio::runtime::Builder::new_current_thread().build()?;
+    waiter.block_on(async {
+        let mut pending = prompts.into_iter();
+        let mut tracks: Vec<Track> = Vec::new();
+        let mut events = futures::stream::SelectAll::new();
+        let mut active = 0;
+        loop {
+            while active < concurrency {
+                let Some(p) = pending.next() else { break };
+                let stream = h.submit(GenerationRequest { prompt_ids: p, params: params.clone(), priority: 0 })?;
+                let id = tracks.len();
+                tracks.push(Track { submitted: Instant::now(), first: None, tokens: 0 });
+                events.push(Box::pin(futures::stream::unfold(stream, move |mut s| async move {
+                    s.next().await.map(|ev| ((id, ev), s))
+                })));
+                active += 1;
+            }
+            if active == 0 {
+                break;
+            }
+            let Some((id, ev)) = events.next().await else {
+                anyhow::bail!("the engine closed {active} request streams before they finished");
+            };
+            let t = &mut tracks[id];
+            match ev {
+                TokenEvent::Token { .. } => {
+                    t.tokens += 1;
+                    if t.first.is_none() {
                         let now = Instant::now();
-                        let first = t.first.unwrap_or(now);
-                        ttft.push((first - t.submitted).as_secs_f64() * 1e3);
-                        e2e.push((now - t.submitted).as_secs_f64() * 1e3);
-                        if t.tokens > 1 {
-                            tpot.push((now - first).as_secs_f64() * 1e3 / (t.tokens - 1) as f64);
-                        }
-                        out_tokens += t.tokens;
-                        finished = true;
-                        break;
+                        t.first = Some(now);
+                        last_first = last_first.max(now);
                     }
-                    TokenEvent::Error { message } => anyhow::bail!("request failed: {message}"),
                 }
-            }
-            if finished {
-                active.swap_remove(i);
-            } else {
-                i += 1;
+                TokenEvent::Finished { .. } => {
+                    let now = Instant::now();
+                    let first = t.first.unwrap_or(now);
+                    ttft.push((first - t.submitted).as_secs_f64() * 1e3);
+                    e2e.push((now - t.submitted).as_secs_f64() * 1e3);
+                    if t.tokens > 1 {
+                        tpot.push((now - first).as_secs_f64() * 1e3 / (t.tokens - 1) as f64);
+                    }
+                    out_tokens += t.tokens;
+                    active -= 1;
+                }
+                TokenEvent::Error { message } => anyhow::bail!("request failed: {message}"),
             }
         }
-        if !progressed {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
+        Ok(())
+    })?;
     let wall = start.elapsed().as_secs_f64();
     let m = h.metrics();
     let prompt_tokens = a.num_prompts * a.input_len;
