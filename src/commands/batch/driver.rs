@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 /// A part is written at least this often while finished rows wait.
 pub const PART_EVERY: Duration = Duration::from_secs(30);
 
+/// Longest wait for an event before the loop checks the engine, the part timer and the
+/// progress line again.
+const WAIT_AT_MOST: Duration = Duration::from_millis(50);
+
 /// Failed rows reported one by one on stderr; later ones only in the `error` column.
 const ERRORS_SHOWN: u64 = 10;
 
@@ -65,6 +69,10 @@ struct InFlight {
     index: u64,
     stream: RequestStream,
     text: String,
+    /// An event taken while waiting (`State::wait`), handled before the stream's next.
+    held: Option<TokenEvent>,
+    /// The engine closed the stream: no event follows the held ones.
+    closed: bool,
 }
 
 /// SplitMix64: a row's sampling seed from the job seed and its global index, so sampled
@@ -155,7 +163,7 @@ impl State<'_> {
         match job.engine.submit(GenerationRequest { prompt_ids: ids, params, priority: 0 }) {
             Ok(stream) => {
                 self.next_submit += 1;
-                self.in_flight.push(InFlight { index, stream, text: String::new() });
+                self.in_flight.push(InFlight { index, stream, text: String::new(), held: None, closed: false });
                 Ok(true)
             }
             Err(SubmitError::QueueFull(_)) => Ok(false),
@@ -175,7 +183,7 @@ impl State<'_> {
         while i < self.in_flight.len() {
             let mut done = None;
             let f = &mut self.in_flight[i];
-            while let Some(ev) = f.stream.try_next() {
+            while let Some(ev) = f.held.take().or_else(|| f.stream.try_next()) {
                 progressed = true;
                 match ev {
                     TokenEvent::Token { text, .. } => f.text.push_str(&text),
@@ -204,6 +212,9 @@ impl State<'_> {
                     }
                 }
             }
+            if done.is_none() && f.closed {
+                done = Some(RowResult::failed("the engine closed the request before it finished", None));
+            }
             match done {
                 Some(r) => {
                     let f = self.in_flight.swap_remove(i);
@@ -216,6 +227,28 @@ impl State<'_> {
             self.ready.push(r);
         }
         progressed
+    }
+
+    /// Blocks until a request in flight has an event (held for `poll`) or `at_most` has
+    /// passed; false at once when none is in flight. The streams are awaited, not polled:
+    /// a 1 ms poll loop took a core from the engine's threads ~1000 times a second.
+    fn wait(&mut self, waiter: &tokio::runtime::Runtime, at_most: Duration) -> bool {
+        if self.in_flight.is_empty() {
+            return false;
+        }
+        let nexts =
+            self.in_flight.iter_mut().enumerate().map(|(i, f)| Box::pin(async move { (i, f.stream.next().await) }));
+        // A `recv` dropped unfinished loses nothing (tokio's mpsc is cancel-safe).
+        let got = waiter.block_on(async { tokio::time::timeout(at_most, futures::future::select_all(nexts)).await });
+        // (The other `recv`s, still borrowing the streams, go with the rest of `got`.)
+        if let Some((i, ev)) = got.ok().map(|(first, _, _)| first) {
+            let f = &mut self.in_flight[i];
+            match ev {
+                Some(ev) => f.held = Some(ev),
+                None => f.closed = true,
+            }
+        }
+        true
     }
 
     /// Writes the finished rows `next_write..` as one part and drops their input.
@@ -264,6 +297,7 @@ pub fn run(job: &Job<'_>, mut reader: ShardReader<'_>, parts: &mut Parts, progre
     // Rows past the oldest unwritten one that may be read ahead (failed rows never enter
     // the engine, so the window alone would not bound memory).
     let lookahead = (4 * job.part_rows.max(BATCH_ROWS) + job.window) as u64;
+    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     loop {
         let mut progressed = false;
         while s.in_flight.len() < job.window && s.next_submit - s.next_write < lookahead {
@@ -304,7 +338,9 @@ pub fn run(job: &Job<'_>, mut reader: ShardReader<'_>, parts: &mut Parts, progre
             if !job.engine.is_alive() {
                 anyhow::bail!("the engine stopped before every row finished");
             }
-            std::thread::sleep(Duration::from_millis(1));
+            if !s.wait(&waiter, WAIT_AT_MOST) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
